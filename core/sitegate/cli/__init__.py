@@ -1,0 +1,54 @@
+"""The `sitegate` command line: one verb per module in this package.
+
+Each module here exposes ``register(subparsers)`` that adds its verbs; the
+handler a verb sets with ``set_defaults(func=...)`` returns the exit status.
+Adding a verb means adding a module and naming it in ``_MODULES`` below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order is the order shown in --help.
+_MODULES = [
+    "site",       # check, config, diff
+    "run",        # run
+    "plugin",     # plugin authors: keygen, build, publish, new
+    "plugins",    # site: install, upgrade, rollback, list
+    "registry",   # registry owner: init, add-publisher, ...
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sitegate",
+        description="sitegate: compose, check and run an IoT edge gateway site.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _MODULES:
+        try:
+            module = importlib.import_module(f"sitegate.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"sitegate.cli.{name}":
+                continue  # verb group not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The site file's shape: attrs classes that cattrs structures the YAML into.
+
+docs/integrators.md's key reference is generated from these classes, so the
+docstrings and field metadata ("doc") here are what integrators read.
+Entry ``config:`` mappings stay raw here; each integration's own config class
+validates them (see loader.py and site.py's validate_site).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+
+from ..structure import Duration
+
+PRIORITIES = ("critical", "normal", "low")
+DURABILITY = ("process-crash", "power-loss")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _doc(text: str, **kw: Any) -> dict[str, Any]:
+    return {"doc": text, **kw}
+
+
+def _one_of(choices: tuple[str, ...]):
+    def check(_, attribute, value):
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+    return check
+
+
+def _check_id(_, attribute, value):
+    if not _ID.match(value):
+        raise ValueError(f"expected an id of letters, digits, '_', '.', '-' (no '/' or spaces), got {value!r}")
+
+
+@attrs.frozen
+class EntrySpec:
+    """One configured instance of an integration."""
+
+    id: str = attrs.field(validator=_check_id, metadata=_doc("Unique id of the entry within the site; used in routes and device names."))
+    domain: str = attrs.field(metadata=_doc("The integration that runs this entry (its manifest's domain)."))
+    config: dict[str, Any] = attrs.field(factory=dict, metadata=_doc("The integration's own settings; see its documentation."))
+    version: int = attrs.field(default=1, metadata=_doc("Config version the `config` mapping is written for; older versions are migrated."))
+    name: str = attrs.field(default="", metadata=_doc("Human-readable name shown in the dashboard."))
+    disabled: bool = attrs.field(default=False, metadata=_doc("Keep the entry in the file but do not set it up."))
+
+
+@attrs.frozen
+class Route:
+    """Which points go through which processors to which sinks."""
+
+    from_: list[str] = attrs.field(alias="from", metadata=_doc(
+        "Glob(s) on `device/point` (`press-plc/*`, `sensors/*/temp`); a device is named `<entry id>` "
+        "or `<entry id>.<device>` by its adapter."))
+    through: list[dict[str, Any]] = attrs.field(factory=list, metadata=_doc(
+        "Processor steps in order, each a one-key mapping `{type: {params}}`."))
+    to: list[str] = attrs.field(factory=list, metadata=_doc("Sink entry ids the route's output goes to."))
+    priority: str = attrs.field(default="normal", validator=_one_of(PRIORITIES), metadata=_doc(
+        "critical: sent at once; normal: batched within 1 s; low: batched within `low_period`."))
+    name: str = attrs.field(default="", metadata=_doc("Name used in metrics and messages (default: route<N>)."))
+    tags: list[str] = attrs.field(factory=list, metadata=_doc("Only points carrying all these tags match."))
+
+
+@attrs.frozen
+class RuntimeSettings:
+    """How the core supervises entries."""
+
+    retry_backoff: list[Duration] = attrs.field(
+        factory=lambda: [Duration(5), Duration(10), Duration(20), Duration(40), Duration(80)],
+        metadata=_doc("Delays between setup retries of an entry that is not ready; the last repeats."))
+    retry_jitter: float = attrs.field(default=0.1, metadata=_doc("Random extra delay, as a fraction of each retry delay."))
+    shutdown_timeout: Duration = attrs.field(default=Duration(10), metadata=_doc("Time allowed for entries to unload on SIGINT/SIGTERM."))
+    unload_timeout: Duration = attrs.field(default=Duration(5), metadata=_doc("Time one entry's unload_entry may take before it is cancelled."))
+    watchdog_threshold: Duration = attrs.field(default=Duration(0.2), metadata=_doc("Event-loop lag that is reported as a blocked loop, naming the entry."))
+    state_dir: str = attrs.field(default="", metadata=_doc("Folder for the site's state (WAL, installs, tokens); default `.sitegate/` beside the site file."))
+
+
+@attrs.frozen
+class ApiSettings:
+    """The WebSocket API and dashboard."""
+
+    enabled: bool = attrs.field(default=True, metadata=_doc("Serve the WebSocket API and the dashboard."))
+    host: str = attrs.field(default="127.0.0.1", metadata=_doc("Address to listen on."))
+    port: int = attrs.field(default=8765, metadata=_doc("Port to listen on (0 picks a free one)."))
+
+
+@attrs.frozen
+class Site:
+    """A whole site: everything `sitegate run` needs."""
+
+    site: str = attrs.field(metadata=_doc("Name of the site, used in message ids and topics (e.g. plant-a/line-3)."))
+    entries: list[EntrySpec] = attrs.field(factory=list, metadata=_doc("Configured integrations."))
+    routes: list[Route] = attrs.field(factory=list, metadata=_doc("Processing and delivery of readings."))
+    durability: str = attrs.field(default="process-crash", validator=_one_of(DURABILITY), metadata=_doc(
+        "process-crash: committed data survives a crash of sitegate (SQLite synchronous=NORMAL); "
+        "power-loss: also survives losing power (synchronous=FULL)."))
+    plugins: dict[str, str] = attrs.field(factory=dict, metadata=_doc("Version pins or ranges per integration domain."))
+    runtime: RuntimeSettings = attrs.field(factory=RuntimeSettings, metadata=_doc("Supervision settings."))
+    api: ApiSettings = attrs.field(factory=ApiSettings, metadata=_doc("WebSocket API and dashboard."))

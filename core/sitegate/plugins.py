@@ -1,0 +1,83 @@
+"""What the core expects back from hooks that return objects: processors, sinks, update handlers.
+
+hookspecs.py says when each is asked for; this module says what the returned
+objects must do. Plain protocols: an integration implements them with any
+class that has these methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+import attrs
+
+from .model import Batch, Event
+
+
+@attrs.frozen(slots=True)
+class ProcessorContext:
+    """Handed to a processor factory: where it runs and how to raise events."""
+
+    site: str
+    route: str                      # the route's name, for messages and metrics
+    emit: Callable[[Event], None]   # raise an event (alerts take the fast path)
+    clock: Callable[[], float]      # wall-clock seconds; controllable in tests
+
+
+@runtime_checkable
+class Processor(Protocol):
+    """One step of a route. State is kept per (device, point) inside the object."""
+
+    def process(self, batch: Batch) -> Batch | None:
+        """Return the readings to pass on (possibly fewer, changed, or None for none).
+
+        Called on the trio thread with every batch routed through this step:
+        keep it to plain loops over the batch's columns, never block.
+        """
+
+    # Optional: def flush(self, now: float) -> Sequence[Batch]
+    #   called about once a second; returns readings produced by time rather
+    #   than by input (window closes, max-silence re-reports).
+
+
+@attrs.frozen(slots=True)
+class ProcessorType:
+    """A processor an integration offers under ``name`` for use in routes."""
+
+    name: str
+    params: type | None                              # attrs class for the step's parameters
+    create: Callable[[Any, ProcessorContext], Processor]
+    description: str = ""
+
+
+class SinkError(Exception):
+    """A delivery failed; `permanent` means retrying the same message will never succeed."""
+
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Northbound delivery for one sink entry.
+
+    ``deliver`` gets batches in order per device and returns once the
+    destination has accepted them (QoS 1 PUBACK, commit, ...). Raise
+    ``SinkError`` to have them retried (``permanent=True`` sends them to the
+    dead-letter table). The core advances this sink's cursor only after
+    ``deliver`` returned.
+    """
+
+    async def deliver(self, batches: Sequence[Batch]) -> None: ...
+
+
+@runtime_checkable
+class UpdateHandler(Protocol):
+    """Delivers a signed update to one device: stage, activate, check, commit or roll back."""
+
+    async def stage(self, device: str, artifact: Any) -> None: ...
+    async def activate(self, device: str) -> None: ...
+    async def health_check(self, device: str, deadline: float) -> bool: ...
+    async def commit(self, device: str) -> None: ...
+    async def rollback(self, device: str) -> None: ...

@@ -1,0 +1,103 @@
+"""Simulated devices: N devices x M points of deterministic signals at a fixed rate.
+
+The reference integration: the demo, the tests and the benchmarks use it, and
+plugin authors copy its shape (a config class, setup_entry starting a task,
+batches published through the entry, commands answered).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import trio
+
+from sitegate.hookspecs import hookimpl
+from sitegate.model import Batch, Command, CommandResult, Quality
+from sitegate.structure import Duration
+
+from .signals import Signal, evaluator
+
+
+@attrs.frozen
+class SimulatorConfig:
+    """Settings of one simulator entry."""
+
+    config_version = 1
+
+    devices: int = 1                  # how many devices ("<entry>.dev<N>")
+    interval: Duration = Duration(1.0)   # seconds between samples of each device
+    points: list[Signal] = attrs.Factory(lambda: [Signal("temperature"), Signal("counter", shape="counter")])
+    seed: int = 0
+    fail_setup: bool = False          # for tests: setup raises "not ready"
+    device_prefix: str = "dev"
+    writable: bool = True             # accept `write` commands (the value then holds until the next sample)
+
+    def __attrs_post_init__(self):
+        if self.devices < 1:
+            raise ValueError(f"devices: expected at least 1, got {self.devices}")
+        if float(self.interval) <= 0:
+            raise ValueError("interval: expected a positive duration")
+        names = [p.name for p in self.points]
+        if len(set(names)) != len(names):
+            raise ValueError(f"points: duplicate point names in {names}")
+
+
+@hookimpl
+def config_schema() -> type:
+    return SimulatorConfig
+
+
+@hookimpl
+async def setup_entry(entry) -> None:
+    from sitegate.errors import EntryNotReady
+
+    cfg: SimulatorConfig = entry.config
+    if cfg.fail_setup:
+        raise EntryNotReady("simulated device is not reachable (fail_setup: true)")
+    overrides: dict[tuple[str, str], Any] = {}
+    entry.data["overrides"] = overrides
+    entry.data["devices"] = [entry.device_name(f"{cfg.device_prefix}{i}") for i in range(cfg.devices)]
+    entry.start_task(_produce, entry, cfg, overrides, name=f"{entry.id}:produce")
+
+
+async def _produce(entry, cfg: SimulatorConfig, overrides: dict) -> None:
+    devices = entry.data["devices"]
+    names = [p.name for p in cfg.points]
+    fns = [evaluator(p, cfg.seed + i) for i, p in enumerate(cfg.points)]
+    interval = float(cfg.interval)
+    next_tick = trio.current_time()
+    while True:
+        now = entry.clock()
+        for device in devices:
+            values = [f(now) for f in fns]
+            if overrides:
+                for i, name in enumerate(names):
+                    v = overrides.get((device, name))
+                    if v is not None:
+                        values[i] = v
+            await entry.publish(Batch(device, names, values, [now] * len(names), None, entry.id))
+        next_tick += interval
+        await trio.sleep_until(next_tick)
+
+
+@hookimpl
+async def adapter_command(entry, command: Command) -> CommandResult:
+    cfg: SimulatorConfig = entry.config
+    if command.device not in entry.data.get("devices", ()):
+        return CommandResult("nack", f"no device {command.device!r} in entry {entry.id!r}")
+    if command.action != "write":
+        return CommandResult("nack", f"unknown action {command.action!r}; the simulator understands 'write'")
+    if not cfg.writable:
+        return CommandResult("nack", "points are read-only (writable: false)")
+    if command.point not in {p.name for p in cfg.points}:
+        return CommandResult("nack", f"no point {command.point!r}")
+    entry.data["overrides"][(command.device, command.point)] = command.value
+    await trio.lowlevel.checkpoint()
+    return CommandResult("ack", value=command.value)
+
+
+@hookimpl
+def entry_diagnostics(entry) -> dict[str, Any]:
+    return {"devices": entry.data.get("devices", []),
+            "overrides": {f"{d}/{p}": v for (d, p), v in entry.data.get("overrides", {}).items()}}
