@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from .errors import EntryError, EntryNotReady, MigrationError
-from .model import Batch, Event, Severity
+from .model import Batch, DeviceInfo, Event, Severity
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config.schema import EntrySpec
@@ -148,6 +148,14 @@ class EntryContext:
              severity: Severity = Severity.INFO, message: str = "", **data: Any) -> None:
         """Raise an event on the site's event bus (shown to WebSocket subscribers, logged)."""
         self.host.events.emit(Event(kind, self.id, device, point, severity, message, data))
+
+    def declare_device(self, info: "DeviceInfo") -> None:
+        """Tell the site about a device this entry owns and its points (units, tags, writable, restricted).
+
+        Call from setup_entry (again whenever it changes). Twins, routes'
+        `tags` and the privacy guardrail read it.
+        """
+        self.host.devices.declare(info)
 
     def device_name(self, device: str | None = None) -> str:
         """The site-wide device name: ``<entry id>`` or ``<entry id>.<device>``."""

@@ -23,7 +23,7 @@ from .entries import EntryContext, EntryRunner, EntryState
 from .errors import ConfigError, EntryError, MigrationError, PluginLoadError
 from .events import EventBus
 from .loader import Integration, Loader, PluginSource
-from .model import Command, CommandResult, Event, Severity
+from .model import Command, CommandResult, DeviceInfo, Event, PointInfo, Severity
 from .pipeline import Pipeline
 from .watchdog import LoopWatchdog
 
@@ -43,6 +43,7 @@ class SiteHost:
         self.loader = Loader(source)
         self.runners: dict[str, EntryRunner] = {}
         self.sinks: dict[str, Any] = {}
+        self.devices = DeviceDirectory(self.events)
         self.watchdog = LoopWatchdog(float(loaded.site.runtime.watchdog_threshold), self.events.emit)
         self._nursery: trio.Nursery | None = None
         self._applied: dict[str, Any] | None = None
@@ -226,6 +227,32 @@ class SiteHost:
                                {"action": command.action, "status": result.status, "detail": result.detail,
                                 "issued_by": command.issued_by}))
         return result
+
+
+class DeviceDirectory:
+    """Devices and points declared by adapter entries (in memory; twins persist them)."""
+
+    def __init__(self, events: EventBus):
+        self.events = events
+        self.devices: dict[str, DeviceInfo] = {}
+        self.points: dict[tuple[str, str], PointInfo] = {}
+
+    def declare(self, info: DeviceInfo) -> None:
+        old = self.devices.get(info.id)
+        self.devices[info.id] = info
+        for p in info.points:
+            self.points[(info.id, p.name)] = p
+        if old != info:
+            self.events.emit(Event("device.declared", info.entry, info.id, data={"device": info.id}))
+
+    def forget_entry(self, entry_id: str) -> None:
+        for dev_id in [d for d, i in self.devices.items() if i.entry == entry_id]:
+            del self.devices[dev_id]
+            for key in [k for k in self.points if k[0] == dev_id]:
+                del self.points[key]
+
+    def point(self, device: str, point: str) -> PointInfo | None:
+        return self.points.get((device, point))
 
 
 class _Missing:

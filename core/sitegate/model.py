@@ -127,6 +127,34 @@ def header(site: str, device: str, seq: int, produced_at: float) -> dict[str, An
     }
 
 
+@attrs.frozen(slots=True)
+class PointInfo:
+    """What an adapter knows about a point: shown in twins, used by routes (tags) and privacy (restricted)."""
+
+    name: str
+    unit: str = ""
+    datatype: str = "float"          # float, int, bool, str
+    writable: bool = False
+    tags: tuple[str, ...] = ()
+    restricted: bool = False         # never leaves the site raw (privacy guardrail)
+    description: str = ""
+
+
+@attrs.frozen(slots=True)
+class DeviceInfo:
+    """Identity of a field device, declared by the adapter entry that owns it."""
+
+    id: str                          # site-wide: "<entry id>" or "<entry id>.<device>"
+    entry: str
+    name: str = ""
+    model: str = ""
+    manufacturer: str = ""
+    hw_version: str = ""
+    fw_version: str = ""
+    via_device: str | None = None    # e.g. sensor node behind an MQTT-SN forwarder
+    points: tuple[PointInfo, ...] = ()
+
+
 class Severity(enum.IntEnum):
     INFO = 0
     WARNING = 1
