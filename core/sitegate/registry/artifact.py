@@ -17,7 +17,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import ConfigError
-from ..manifest import Manifest, parse_manifest
+from ..manifest import Manifest
+from ..structure import structure
 
 # Fixed metadata so the same source gives the same bytes on any machine, any day.
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
@@ -56,7 +57,7 @@ def read_source_manifest(folder: Path) -> Manifest:
         raise ConfigError(f"{path}: not found; a plugin folder needs a manifest.json") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-    return parse_manifest(data, file=str(path))
+    return structure(data, Manifest, file=str(path))
 
 
 def build_artifact(folder: Path) -> tuple[Manifest, bytes]:

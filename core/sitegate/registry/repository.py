@@ -37,7 +37,8 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 
 from ..errors import ConfigError
-from ..manifest import parse_manifest
+from ..manifest import Manifest
+from ..structure import structure
 from .artifact import artifact_manifest, artifact_name, file_hashes, sha256
 from .keys import NaclSigner
 
@@ -96,7 +97,7 @@ def target_custom(artifact: bytes, publisher: str, where: str) -> tuple[dict, st
     except ValueError as exc:
         raise RegistryError(str(exc)) from None
     try:
-        manifest = parse_manifest(raw, file=f"{where}:manifest.json")
+        manifest = structure(raw, Manifest, file=f"{where}:manifest.json")
     except ConfigError as exc:
         raise RegistryError(str(exc)) from None
     custom = {fact: getattr(manifest, fact) for fact in CUSTOM_FACTS}
