@@ -1,30 +1,158 @@
-"""Reading a site file (provisional: plain YAML, no includes or secrets yet)."""
+"""Reading a site file into a `Site`: layers, includes and secrets composed, then structured.
+
+`compose_site` reads every file (yamlfiles.py) and merges the layers
+(layers.py) without raising for bad content; `load_site` structures the result
+into schema.py's `Site` and raises ConfigError with every issue, each placed at
+its file and line by the `SourceMap`.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import attrs
-import yaml
 
 from ..errors import ConfigError, Issue
 from ..structure import structure
+from .layers import read_layers
 from .schema import Site
+from .yamlfiles import BROKEN, LocDict, LocList, ReadContext, Where
+
+_INDEX_KEY = re.compile(r"\[(['\"])(.*?)\1\]")
+
+
+class SourceMap:
+    """Where each path of the composed document was written: ``entries[2].config.port`` -> (file, line)."""
+
+    def __init__(self, places: dict[str, Where], default: Where):
+        self.places = places
+        self.default = default
+
+    def where(self, path: str) -> Where:
+        # cattrs names dict keys as ['key']; the map uses .key. Walk up to the nearest known place.
+        path = _INDEX_KEY.sub(lambda m: "." + m.group(2), path).lstrip(".")
+        while path:
+            if path in self.places:
+                return self.places[path]
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return self.places.get("", self.default)
+
+    def place(self, issue: Issue) -> Issue:
+        """`issue` with its file and line filled in from its path, unless it already names a file."""
+        if issue.file:
+            return issue
+        file, line = self.where(issue.path)
+        return attrs.evolve(issue, file=file, line=line)
+
+
+def _child(path: str, key: Any) -> str:
+    if isinstance(key, int) and not isinstance(key, bool):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _plain(value: Any, path: str, places: dict[str, Where], broken: list[str]) -> Any:
+    """Ordinary dicts and lists for the rest of the core, recording each path's place on the way."""
+    if value is BROKEN:
+        broken.append(path)
+        return None
+    if isinstance(value, LocDict):
+        out = {}
+        for key, item in value.items():
+            sub = _child(path, key)
+            if key in value.lines and value.lines[key]:
+                places[sub] = value.lines[key]
+            out[key] = _plain(item, sub, places, broken)
+        return out
+    if isinstance(value, LocList):
+        out_list = []
+        for i, item in enumerate(value):
+            sub = f"{path}[{i}]"
+            if i < len(value.lines) and value.lines[i]:
+                places[sub] = value.lines[i]
+            out_list.append(_plain(item, sub, places, broken))
+        return out_list
+    return value
+
+
+@attrs.frozen
+class Composition:
+    """A site file with its layers, includes and secrets resolved, not yet structured."""
+
+    path: Path
+    raw: Any                          # plain dicts/lists; None where a value could not be read
+    sources: SourceMap
+    secrets: frozenset[str]
+    files: tuple[Path, ...]
+    issues: tuple[Issue, ...]         # reading problems (syntax, secrets, includes, merge)
+    broken: tuple[str, ...]           # paths whose value could not be read (their issue is in `issues`)
+
+    def is_broken(self, path: str) -> bool:
+        """True if `path` is at or under a value that could not be read, so a schema error there is noise."""
+        for b in self.broken:
+            if path == b or path.startswith(b + ".") or path.startswith(b + "[") or not b:
+                return True
+        return False
+
+
+def compose_site(path: str | Path) -> Composition:
+    """Read `path` with everything it extends, includes and refers to; never raises for bad content."""
+    path = Path(path)
+    ctx = ReadContext(root_dir=path.parent)
+    doc = read_layers(path, ctx)
+    places: dict[str, Where] = {}
+    broken: list[str] = []
+    raw = _plain(doc, "", places, broken)
+    if isinstance(doc, LocDict) and doc.where:
+        places[""] = doc.where
+    # A reading problem (a bad !secret, a missing !include) is found before paths exist;
+    # name its path now through the placeholder left at the same place.
+    at_place = {places[b]: b for b in broken if b in places}
+    issues = [attrs.evolve(i, path=at_place.get((i.file, i.line), "")) if not i.path else i for i in ctx.issues]
+    return Composition(path, raw, SourceMap(places, (str(path), 1)), frozenset(ctx.secrets),
+                       tuple(ctx.files), tuple(issues), tuple(broken))
 
 
 @attrs.frozen
 class LoadedSite:
+    """A structured site and what it was made from."""
+
     site: Site
     path: Path
-    raw: dict[str, Any]
-    secrets: frozenset[str] = frozenset()
+    raw: dict[str, Any]                       # the composed document, secrets resolved (never print it as is)
+    secrets: frozenset[str] = frozenset()     # secret values used, for masking and redaction
+    files: tuple[Path, ...] = ()              # every file read (site, layers, includes, secrets)
+    sources: SourceMap | None = None          # places of paths, for errors found later (validate.py)
+
+    def place(self, issue: Issue) -> Issue:
+        return self.sources.place(issue) if self.sources else attrs.evolve(issue, file=issue.file or str(self.path))
+
+    def issue(self, path: str, message: str) -> Issue:
+        return self.place(Issue(message, path=path))
+
+
+def structure_issues(comp: Composition, data: Any, cls: type, path: str = "") -> tuple[Any, list[Issue]]:
+    """`data` structured into `cls` (None on failure) and the placed issues, minus noise from unreadable values."""
+    try:
+        return structure(data, cls, path=path), []
+    except ConfigError as exc:
+        return None, [comp.sources.place(i) for i in exc.issues if not comp.is_broken(i.path)]
 
 
 def load_site(path: str | Path) -> LoadedSite:
+    """The site at `path`, composed and structured; ConfigError lists every problem with its place."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(Issue("site file not found", str(path))) from None
-    return LoadedSite(structure(raw, Site, file=str(path)), path, raw)
+    if not path.is_file():
+        raise ConfigError(Issue("site file not found" if not path.exists() else "not a file", str(path)))
+    comp = compose_site(path)
+    issues = list(comp.issues)
+    site = None
+    if comp.raw is not None:
+        site, more = structure_issues(comp, comp.raw, Site)
+        issues.extend(more)
+    if issues or site is None:
+        raise ConfigError(issues or [Issue("the site file could not be read", str(path))])
+    return LoadedSite(site, path, comp.raw, comp.secrets, comp.files, comp.sources)

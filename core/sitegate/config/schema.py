@@ -9,15 +9,22 @@ validates them (see loader.py and site.py's validate_site).
 from __future__ import annotations
 
 import re
-from typing import Any
+import typing
+from typing import Any, Literal, NewType
 
 import attrs
 
-from ..structure import Duration
+from ..structure import Duration, converter
 
 PRIORITIES = ("critical", "normal", "low")
 DURABILITY = ("process-crash", "power-loss")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# Checks live in the types (not only in attrs validators) so that cattrs reports
+# them at the field's own path, e.g. routes[0].priority rather than routes[0].
+Priority = Literal["critical", "normal", "low"]
+Durability = Literal["process-crash", "power-loss"]
+EntryId = NewType("EntryId", str)
 
 
 def _doc(text: str, **kw: Any) -> dict[str, Any]:
@@ -32,15 +39,31 @@ def _one_of(choices: tuple[str, ...]):
 
 
 def _check_id(_, attribute, value):
-    if not _ID.match(value):
+    if not isinstance(value, str) or not _ID.match(value):
         raise ValueError(f"expected an id of letters, digits, '_', '.', '-' (no '/' or spaces), got {value!r}")
+
+
+def _structure_literal(value: Any, kind: Any) -> Any:
+    choices = typing.get_args(kind)
+    if value in choices and type(value) in {type(c) for c in choices}:
+        return value
+    raise ValueError(f"expected one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def _structure_id(value: Any, _: Any) -> str:
+    _check_id(None, None, value)
+    return value
+
+
+converter.register_structure_hook_func(lambda t: typing.get_origin(t) is Literal, _structure_literal)
+converter.register_structure_hook(EntryId, _structure_id)
 
 
 @attrs.frozen
 class EntrySpec:
     """One configured instance of an integration."""
 
-    id: str = attrs.field(validator=_check_id, metadata=_doc("Unique id of the entry within the site; used in routes and device names."))
+    id: EntryId = attrs.field(validator=_check_id, metadata=_doc("Unique id of the entry within the site; used in routes and device names."))
     domain: str = attrs.field(metadata=_doc("The integration that runs this entry (its manifest's domain)."))
     config: dict[str, Any] = attrs.field(factory=dict, metadata=_doc("The integration's own settings; see its documentation."))
     version: int = attrs.field(default=1, metadata=_doc("Config version the `config` mapping is written for; older versions are migrated."))
@@ -52,13 +75,13 @@ class EntrySpec:
 class Route:
     """Which points go through which processors to which sinks."""
 
-    from_: list[str] = attrs.field(alias="from", metadata=_doc(
+    from_: list[str] = attrs.field(metadata=_doc(
         "Glob(s) on `device/point` (`press-plc/*`, `sensors/*/temp`); a device is named `<entry id>` "
         "or `<entry id>.<device>` by its adapter."))
     through: list[dict[str, Any]] = attrs.field(factory=list, metadata=_doc(
         "Processor steps in order, each a one-key mapping `{type: {params}}`."))
     to: list[str] = attrs.field(factory=list, metadata=_doc("Sink entry ids the route's output goes to."))
-    priority: str = attrs.field(default="normal", validator=_one_of(PRIORITIES), metadata=_doc(
+    priority: Priority = attrs.field(default="normal", validator=_one_of(PRIORITIES), metadata=_doc(
         "critical: sent at once; normal: batched within 1 s; low: batched within `low_period`."))
     name: str = attrs.field(default="", metadata=_doc("Name used in metrics and messages (default: route<N>)."))
     tags: list[str] = attrs.field(factory=list, metadata=_doc("Only points carrying all these tags match."))
@@ -94,9 +117,21 @@ class Site:
     site: str = attrs.field(metadata=_doc("Name of the site, used in message ids and topics (e.g. plant-a/line-3)."))
     entries: list[EntrySpec] = attrs.field(factory=list, metadata=_doc("Configured integrations."))
     routes: list[Route] = attrs.field(factory=list, metadata=_doc("Processing and delivery of readings."))
-    durability: str = attrs.field(default="process-crash", validator=_one_of(DURABILITY), metadata=_doc(
+    durability: Durability = attrs.field(default="process-crash", validator=_one_of(DURABILITY), metadata=_doc(
         "process-crash: committed data survives a crash of sitegate (SQLite synchronous=NORMAL); "
         "power-loss: also survives losing power (synchronous=FULL)."))
     plugins: dict[str, str] = attrs.field(factory=dict, metadata=_doc("Version pins or ranges per integration domain."))
     runtime: RuntimeSettings = attrs.field(factory=RuntimeSettings, metadata=_doc("Supervision settings."))
     api: ApiSettings = attrs.field(factory=ApiSettings, metadata=_doc("WebSocket API and dashboard."))
+
+
+def _rename_from(cls: type) -> None:
+    # `from` is a Python keyword, so the attribute is `from_`; files and output say `from`.
+    from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+    converter.register_structure_hook(cls, make_dict_structure_fn(
+        cls, converter, _cattrs_forbid_extra_keys=True, from_=override(rename="from")))
+    converter.register_unstructure_hook(cls, make_dict_unstructure_fn(
+        cls, converter, from_=override(rename="from")))
+
+
+_rename_from(Route)
