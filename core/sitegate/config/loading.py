@@ -54,6 +54,16 @@ def _child(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
+def _record(places: dict[str, Where], path: str, written: Where | None, value: Any) -> None:
+    # A mapping or list pulled in from another file (!include) is placed in that file,
+    # so a missing key inside a fragment names the fragment, not the line including it.
+    own = getattr(value, "where", None)
+    if own and (not written or own[0] != written[0]):
+        places[path] = own
+    elif written:
+        places[path] = written
+
+
 def _plain(value: Any, path: str, places: dict[str, Where], broken: list[str]) -> Any:
     """Ordinary dicts and lists for the rest of the core, recording each path's place on the way."""
     if value is BROKEN:
@@ -63,16 +73,14 @@ def _plain(value: Any, path: str, places: dict[str, Where], broken: list[str]) -
         out = {}
         for key, item in value.items():
             sub = _child(path, key)
-            if key in value.lines and value.lines[key]:
-                places[sub] = value.lines[key]
+            _record(places, sub, value.lines.get(key), item)
             out[key] = _plain(item, sub, places, broken)
         return out
     if isinstance(value, LocList):
         out_list = []
         for i, item in enumerate(value):
             sub = f"{path}[{i}]"
-            if i < len(value.lines) and value.lines[i]:
-                places[sub] = value.lines[i]
+            _record(places, sub, value.lines[i] if i < len(value.lines) else None, item)
             out_list.append(_plain(item, sub, places, broken))
         return out_list
     return value
