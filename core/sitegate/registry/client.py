@@ -67,6 +67,8 @@ class Candidate:
 def classify(exc: BaseException, stage: str) -> tuple[str, str]:
     """(check, detail) for a tuf exception raised while doing `stage`."""
     msg = str(exc) or type(exc).__name__
+    if stage != "download":
+        msg = f"{stage}: {msg}"
     if isinstance(exc, tuf_errors.ExpiredMetadataError):
         return "expired", f"{msg} (freeze attack or a registry nobody re-signed: run `sitegate registry refresh`)"
     if isinstance(exc, tuf_errors.BadVersionNumberError):

@@ -1,0 +1,116 @@
+"""`sitegate plugins ...`: a site's installed plugins (install, upgrade, rollback, list).
+
+Every verb goes through sitegate.registry.store: verified before anything is
+written, atomic, the previous version kept, and recorded in the audit log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from ..registry.errors import PluginRefused
+from ..registry.store import PluginStore
+
+_SPEC = re.compile(r"^([a-z][a-z0-9_]*)\s*(.*)$")
+
+
+def parse_requirement(text: str) -> tuple[str, str]:
+    """`modbus`, `modbus==1.2.0`, `modbus>=1.2,<2` -> (domain, spec)."""
+    match = _SPEC.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r}: expected DOMAIN or DOMAIN==VERSION (domain: lowercase letters, digits, _)")
+    return match.group(1), match.group(2).strip()
+
+
+def _store(args: argparse.Namespace) -> PluginStore:
+    return PluginStore(Path(args.state), Path(args.registry))
+
+
+def _run(action) -> int:
+    try:
+        return action()
+    except PluginRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    def go() -> int:
+        domain, spec = parse_requirement(args.plugin)
+        plugin = _store(args).install(domain, spec)
+        print(f"installed {plugin.domain} {plugin.version} (publisher {plugin.publisher}) in {plugin.path}")
+        return 0
+    return _run(go)
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    def go() -> int:
+        domain, spec = parse_requirement(args.plugin)
+        store = _store(args)
+        before, _ = store.active(domain)
+        plugin = store.upgrade(domain, spec)
+        if plugin is None:
+            print(f"{domain} {before.version} is the newest signed version matching {spec or 'any'}")
+        else:
+            print(f"upgraded {domain} {before.version if before else '-'} -> {plugin.version} "
+                  f"(`sitegate plugins rollback {domain}` goes back)")
+        return 0
+    return _run(go)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    def go() -> int:
+        store = _store(args)
+        before, _ = store.active(args.domain)
+        plugin = store.rollback(args.domain)
+        print(f"rolled back {args.domain} {before.version} -> {plugin.version}")
+        return 0
+    return _run(go)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = PluginStore(Path(args.state), Path(args.registry))
+    domains = store.installed_domains()
+    if not domains:
+        print(f"no plugins installed in {args.state}")
+        return 0
+    status = 0
+    for domain in domains:
+        current, previous = store.active(domain)
+        note = "verified"
+        if args.verify:
+            try:
+                store.verify_installed(domain)
+            except PluginRefused as exc:
+                note, status = f"REFUSED ({exc.check}): {exc.detail}", 1
+        else:
+            note = "not checked (--verify re-hashes)"
+        print(f"{domain:20} {current.version:12} previous {previous.version if previous else '-':12} "
+              f"{current.publisher:12} {note}")
+    return status
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("plugins", help="site: install, upgrade, rollback, list verified plugins")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def verb(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = verbs.add_parser(name, help=help, description=help)
+        p.add_argument("--registry", default="registry", help="registry folder (default: registry)")
+        p.add_argument("--state", default=".sitegate", help="the site's state folder (default: .sitegate)")
+        p.set_defaults(func=func)
+        return p
+
+    verb("install", cmd_install, "verify and install DOMAIN[==VERSION] (or a range: 'modbus>=1.2,<2')") \
+        .add_argument("plugin")
+    verb("upgrade", cmd_upgrade, "install the newest signed version (matching a range, if given); keeps the old") \
+        .add_argument("plugin")
+    verb("rollback", cmd_rollback, "switch back to the previous installed version").add_argument("domain")
+    verb("list", cmd_list, "installed plugins with current and previous versions") \
+        .add_argument("--verify", action="store_true", help="re-hash every install against signed metadata")

@@ -1,0 +1,171 @@
+"""`sitegate registry ...`: the registry owner's verbs (init, publishers, keys, refresh, list, verify).
+
+Thin argparse wrappers over sitegate.registry.repository; keys are read from a
+folder (--keys) and matched to roles by keyid, so root keys can live on an
+offline medium that is mounted only for the verbs that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..registry.errors import PluginRefused
+from ..registry.keys import DEVELOPMENT_WARNING, NaclSigner, load_keyring, load_public_key, write_key_pair
+from ..registry.repository import TOP_ROLES, RegistryError, Repository
+
+
+def _keys_dir(args: argparse.Namespace) -> Path:
+    return Path(args.keys) if args.keys else Path(args.registry) / "keys"
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    keys_dir = _keys_dir(args)
+    prefix = "DEVELOPMENT-ONLY-" if args.development else ""
+    try:
+        signers = {f"root-{i + 1}": NaclSigner.generate(f"root-{i + 1}") for i in range(args.root_keys)}
+        for role in ("targets", "snapshot", "timestamp"):
+            signers[role] = NaclSigner.generate(role)
+        for name, signer in signers.items():
+            if (keys_dir / f"{prefix}{name}.key").exists():
+                return _fail(f"{keys_dir / (prefix + name + '.key')} exists; refusing to overwrite a key")
+        Repository.init(Path(args.registry), root=[s for n, s in signers.items() if n.startswith("root-")],
+                        root_threshold=args.threshold or args.root_keys, targets=signers["targets"],
+                        snapshot=signers["snapshot"], timestamp=signers["timestamp"])
+        for name, signer in signers.items():
+            write_key_pair(signer, keys_dir / f"{prefix}{name}.key", development=args.development)
+    except RegistryError as exc:
+        return _fail(str(exc))
+    print(f"registry created in {args.registry}; keys written to {keys_dir}")
+    if args.development:
+        print(f"WARNING: {DEVELOPMENT_WARNING}")
+    else:
+        print("Move the root-*.key files to offline storage now; they are needed only to rotate keys "
+              "or change publishers' trust (see docs/security.md).")
+    return 0
+
+
+def cmd_add_publisher(args: argparse.Namespace) -> int:
+    try:
+        key = load_public_key(Path(args.keyfile))
+        Repository(Path(args.registry)).add_publisher(args.name, key, load_keyring(_keys_dir(args)),
+                                                      replace=args.replace)
+    except (RegistryError, ValueError) as exc:
+        return _fail(str(exc))
+    print(f"publisher {args.name!r} may now sign plugins/{args.name}/* with key {key.keyid[:12]}")
+    return 0
+
+
+def cmd_revoke_publisher(args: argparse.Namespace) -> int:
+    try:
+        Repository(Path(args.registry)).revoke_publisher(args.name, load_keyring(_keys_dir(args)))
+    except (RegistryError, ValueError) as exc:
+        return _fail(str(exc))
+    print(f"publisher {args.name!r} revoked: sites refuse its plugins from their next start")
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    keys_dir = _keys_dir(args)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    new = NaclSigner.generate(f"{args.role}-{stamp}")
+    out = Path(args.new_key) if args.new_key else keys_dir / f"{args.role}-{stamp}.key"
+    try:
+        Repository(Path(args.registry)).rotate_key(args.role, new, load_keyring(keys_dir))
+    except (RegistryError, ValueError) as exc:
+        return _fail(str(exc))
+    write_key_pair(new, out)
+    print(f"{args.role} key rotated; new key {new.keyid[:12]} in {out}. Remove the old {args.role} key file.")
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    try:
+        version = Repository(Path(args.registry)).write_snapshot_and_timestamp(load_keyring(_keys_dir(args)))
+    except (RegistryError, ValueError) as exc:
+        return _fail(str(exc))
+    print(f"snapshot and timestamp re-signed (timestamp version {version})")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    try:
+        repo = Repository(Path(args.registry))
+        plugins = repo.plugins()
+        info = repo.describe()
+    except RegistryError as exc:
+        return _fail(str(exc))
+    print(f"registry {args.registry}: root v{info['root_version']} (threshold {info['root_threshold']}), "
+          f"timestamp v{info['timestamp_version']} expires {info['timestamp_expires']}")
+    for name, pub in sorted(info["publishers"].items()):
+        print(f"publisher {name}: {', '.join(pub['paths'])} keys {', '.join(k[:12] for k in pub['keyids'])}")
+    for p in plugins:
+        print(f"  {p.domain:20} {p.version:12} {','.join(p.kinds):24} {p.publisher:12} {p.sha256[:16]}")
+    return 0
+
+
+def verify_registry(registry: Path, out=sys.stdout) -> list[str]:
+    """Check the whole registry as a brand-new site would: every plugin refreshed, downloaded and verified."""
+    from ..registry.store import PluginStore
+
+    problems = []
+    repo = Repository(registry)
+    with tempfile.TemporaryDirectory(prefix="sitegate-verify-") as state:
+        # Pin the registry's own first root, as a new site does.
+        store = PluginStore(Path(state), registry, actor="registry verify")
+        domains = sorted({p.domain for p in repo.plugins()})
+        for i, domain in enumerate(domains, 1):
+            try:
+                plugin = store.install(domain)
+                print(f"[{i}/{len(domains)}] ok  {domain} {plugin.version}", file=out)
+            except PluginRefused as exc:
+                problems.append(str(exc))
+                print(f"[{i}/{len(domains)}] BAD {exc}", file=out)
+    return problems
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        problems = verify_registry(Path(args.registry))
+    except (RegistryError, ConfigError) as exc:
+        return _fail(str(exc))
+    print("registry verified" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("registry", help="registry owner: keys, publishers, signed metadata")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def verb(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = verbs.add_parser(name, help=help, description=help)
+        p.add_argument("--registry", default="registry", help="registry folder (default: registry)")
+        p.add_argument("--keys", default=None, help="folder holding the owner's keys (default: REGISTRY/keys)")
+        p.set_defaults(func=func)
+        return p
+
+    p = verb("init", cmd_init, "create root, targets, snapshot and timestamp keys and the first metadata")
+    p.add_argument("--root-keys", type=int, default=1, help="how many root keys to create (default 1)")
+    p.add_argument("--threshold", type=int, default=None, help="root signatures needed (default: all root keys)")
+    p.add_argument("--development", action="store_true", help="mark keys as DEVELOPMENT-ONLY (never for real sites)")
+    p = verb("add-publisher", cmd_add_publisher, "delegate plugins/NAME/* to the publisher's public key")
+    p.add_argument("name")
+    p.add_argument("keyfile", help="the publisher's .pub file (from `sitegate plugin keygen`)")
+    p.add_argument("--replace", action="store_true", help="replace (and so revoke) the publisher's current key")
+    p = verb("revoke-publisher", cmd_revoke_publisher, "remove a publisher: its plugins are refused from then on")
+    p.add_argument("name")
+    p = verb("rotate-key", cmd_rotate_key, "replace the key of a top-level role (root, targets, snapshot, timestamp)")
+    p.add_argument("role", choices=TOP_ROLES)
+    p.add_argument("--new-key", default=None, help="where to write the new private key")
+    verb("refresh", cmd_refresh, "re-sign snapshot and timestamp (run before the timestamp expires)")
+    verb("list", cmd_list, "publishers and signed plugins")
+    verb("verify", cmd_verify, "verify every plugin as a new site would")
