@@ -134,6 +134,15 @@ class EntryContext:
         self.counters["readings_out"] += len(batch)
         return stamped
 
+    async def publish_many(self, batches: list[Batch]) -> list[Batch]:
+        """Hand over several batches at once (one poll of many devices): cheaper than one call each."""
+        eid = self.id
+        batches = [b if b.source == eid else attrs.evolve(b, source=eid) for b in batches]
+        stamped = await self.host.pipeline.submit_many(batches)
+        self.counters["batches_out"] += len(batches)
+        self.counters["readings_out"] += sum(len(b) for b in batches)
+        return stamped
+
     def try_publish(self, batch: Batch) -> bool:
         """Hand over a batch without waiting; False when the pipeline is saturated (nothing taken)."""
         if batch.source != self.id:

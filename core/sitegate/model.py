@@ -43,10 +43,6 @@ class Quality(enum.IntEnum):
         return self >= 0x80
 
 
-def _tuple(value: Sequence[Any]) -> Sequence[Any]:
-    return value if isinstance(value, (list, tuple)) else list(value)
-
-
 @attrs.frozen(slots=True)
 class Batch:
     """Samples of several points of one device, as parallel columns.
@@ -57,16 +53,19 @@ class Batch:
     """
 
     device: str
-    points: Sequence[str] = attrs.field(converter=_tuple)
-    values: Sequence[Any] = attrs.field(converter=_tuple)
-    timestamps: Sequence[float] = attrs.field(converter=_tuple)
+    points: Sequence[str]        # lists or tuples: indexed and zipped on the hot path
+    values: Sequence[Any]
+    timestamps: Sequence[float]
     quality: Sequence[int] | None = None
     source: str = ""
     seq: int = -1
 
     def __attrs_post_init__(self) -> None:
         n = len(self.points)
-        if len(self.values) != n or len(self.timestamps) != n:
+        if len(self.values) != n or len(self.timestamps) != n or not isinstance(self.points, (list, tuple)):
+            if not isinstance(self.points, (list, tuple)):
+                raise TypeError(f"batch for device {self.device!r}: columns must be lists or tuples, "
+                                f"got {type(self.points).__name__}")
             raise ValueError(
                 f"batch for device {self.device!r}: columns differ in length "
                 f"(points={n}, values={len(self.values)}, timestamps={len(self.timestamps)})"

@@ -21,6 +21,28 @@ class Stage(Protocol):
     """What comes after ingestion. `accept` returns once the batch is safe (committed)."""
 
     async def accept(self, batch: Batch) -> None: ...
+    async def submit_many(self, batches: list[Batch]) -> list[Batch]:
+        """Accept several batches (e.g. one poll of many devices) with one hand-over."""
+        stage = self.stage
+        batches = [b for b in batches if len(b)]
+        if stage is None:
+            stamped = [self._stamp(b) for b in batches]
+            for b in stamped:
+                self._observe(b)
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return stamped
+        accept_many = getattr(stage, "accept_many", None)
+        async with self._limiter:
+            stamped = [self._stamp(b) for b in batches]
+            for b in stamped:
+                self._observe(b)
+            if accept_many is not None:
+                await accept_many(stamped)
+            else:
+                for b in stamped:
+                    await stage.accept(b)
+            return stamped
+
     def saturated(self) -> bool: ...
 
 
@@ -34,7 +56,9 @@ class Pipeline:
         self.batches_in = 0
         self.rejected = 0          # try_submit refusals (backpressure)
         self._limiter = trio.CapacityLimiter(max_pending)
-        self.latest: dict[tuple[str, str], tuple[object, float, int]] = {}
+        # The last batch per (device, point set): the latest value of every point is derived
+        # from these on demand, so the hot path stores one reference per batch, not per reading.
+        self._last_batches: dict[tuple[str, tuple[str, ...]], Batch] = {}
 
     # --- sequence numbers: persisted by the WAL when there is one ---------------
     def seed_sequences(self, next_seq: dict[str, int]) -> None:
@@ -44,9 +68,15 @@ class Pipeline:
                 self._next_seq[device] = seq
 
     def _stamp(self, batch: Batch) -> Batch:
+        # Acceptance hands the batch over: it is stamped in place exactly once (a copy is
+        # made only if an adapter publishes the same object twice). evolve() costs a whole
+        # second construction per batch on the hot path.
         seq = self._next_seq.get(batch.device, 0)
         self._next_seq[batch.device] = seq + len(batch)
-        return attrs.evolve(batch, seq=seq)
+        if batch.seq != -1:
+            return attrs.evolve(batch, seq=seq)
+        object.__setattr__(batch, "seq", seq)
+        return batch
 
     def add_tap(self, fn: Callable[[Batch], None]) -> Callable[[], None]:
         """Observe every accepted batch synchronously (keep it cheap). Returns a remover."""
@@ -55,18 +85,24 @@ class Pipeline:
 
     def _observe(self, batch: Batch) -> None:
         self.batches_in += 1
-        self.readings_in += len(batch)
-        latest = self.latest
-        device = batch.device
-        q = batch.quality
-        if q is None:
-            for p, v, t in zip(batch.points, batch.values, batch.timestamps):
-                latest[(device, p)] = (v, t, 0)
-        else:
-            for p, v, t, qq in zip(batch.points, batch.values, batch.timestamps, q):
-                latest[(device, p)] = (v, t, qq)
+        self.readings_in += len(batch.points)
+        points = batch.points
+        self._last_batches[(batch.device, points if type(points) is tuple else tuple(points))] = batch
         for tap in self._taps:
             tap(batch)
+
+    @property
+    def latest(self) -> dict[tuple[str, str], tuple[object, float, int]]:
+        """(device, point) -> (value, timestamp, quality) of the newest accepted reading."""
+        out: dict[tuple[str, str], tuple[object, float, int]] = {}
+        for batch in sorted(self._last_batches.values(), key=lambda b: max(b.timestamps, default=0)):
+            q = batch.quality or (0,) * len(batch.points)
+            for p, v, t, qq in zip(batch.points, batch.values, batch.timestamps, q):
+                out[(batch.device, p)] = (v, t, qq)
+        return out
+
+    def latest_of(self, device: str) -> dict[str, tuple[object, float, int]]:
+        return {p: vtq for (d, p), vtq in self.latest.items() if d == device}
 
     async def submit(self, batch: Batch) -> Batch:
         """Accept a batch; returns it stamped once the stage has it safe. Waits under backpressure."""
@@ -76,12 +112,34 @@ class Pipeline:
         if stage is None:
             stamped = self._stamp(batch)
             self._observe(stamped)
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint_if_cancelled()
             return stamped
         async with self._limiter:
             stamped = self._stamp(batch)
             self._observe(stamped)
             await stage.accept(stamped)
+            return stamped
+
+    async def submit_many(self, batches: list[Batch]) -> list[Batch]:
+        """Accept several batches (e.g. one poll of many devices) with one hand-over."""
+        stage = self.stage
+        batches = [b for b in batches if len(b)]
+        if stage is None:
+            stamped = [self._stamp(b) for b in batches]
+            for b in stamped:
+                self._observe(b)
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return stamped
+        accept_many = getattr(stage, "accept_many", None)
+        async with self._limiter:
+            stamped = [self._stamp(b) for b in batches]
+            for b in stamped:
+                self._observe(b)
+            if accept_many is not None:
+                await accept_many(stamped)
+            else:
+                for b in stamped:
+                    await stage.accept(b)
             return stamped
 
     def saturated(self) -> bool:

@@ -64,8 +64,22 @@ async def _watch(host: SiteHost, path: Path, poll: float) -> None:
             seen = _mtimes(_watched_files(host.loaded))
 
 
+async def _report(host: SiteHost, every: float) -> None:
+    # A heartbeat line for whoever watches the terminal: are readings flowing?
+    last = host.pipeline.readings_in
+    while True:
+        await trio.sleep(every)
+        now = host.pipeline.readings_in
+        states: dict[str, int] = {}
+        for info in host.entries():
+            states[info["state"]] = states.get(info["state"], 0) + 1
+        log.info("site %s: %d readings in the last %.0f s (%.0f/s), %d in total; entries: %s", host.name,
+                 now - last, every, (now - last) / every, now, ", ".join(f"{v} {k}" for k, v in sorted(states.items())))
+        last = now
+
+
 async def run_site(path: Path, source: PluginSource, *, watch_interval: float = 1.0,
-                   task_status=trio.TASK_STATUS_IGNORED) -> bool:
+                   report_every: float = 10.0, task_status=trio.TASK_STATUS_IGNORED) -> bool:
     """Run until SIGINT/SIGTERM (or cancellation). Returns True if shutdown was clean."""
     loaded = load_site(path)
     host = SiteHost(loaded, source)
@@ -76,6 +90,8 @@ async def run_site(path: Path, source: PluginSource, *, watch_interval: float = 
             for start in SERVICES:
                 await start(host, nursery)
             nursery.start_soon(_watch, host, path, watch_interval)
+            if report_every:
+                nursery.start_soon(_report, host, report_every)
             task_status.started(host)
             log.info("site %s running with %d entries; state in %s", host.name, len(host.runners), host.state_dir)
             async for signum in signals:

@@ -23,7 +23,7 @@ class LoopWatchdog(trio.abc.Instrument):
     def __init__(self, threshold: float, emit: Callable[[Event], None]):
         self.threshold = threshold
         self.emit = emit
-        self._started = 0.0
+        self._started: float | None = None
         self.blocked: dict[str, float] = {}      # entry id (or "core") -> seconds of loop held in long steps
         self.max_lag = 0.0
         self.last_block: tuple[str, str, float] | None = None
@@ -32,7 +32,10 @@ class LoopWatchdog(trio.abc.Instrument):
         self._started = time.perf_counter()
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self._started is None:   # added mid-step: no start time for this step
+            return
         held = time.perf_counter() - self._started
+        self._started = None
         if held < self.threshold:
             return
         entry = task.context.get(current_entry) or "core"

@@ -13,7 +13,7 @@ import attrs
 import trio
 
 from sitegate.hookspecs import hookimpl
-from sitegate.model import Batch, Command, CommandResult, Quality
+from sitegate.model import Batch, Command, CommandResult
 from sitegate.structure import Duration
 
 from .signals import Signal, evaluator
@@ -69,6 +69,8 @@ async def _produce(entry, cfg: SimulatorConfig, overrides: dict) -> None:
     next_tick = trio.current_time()
     while True:
         now = entry.clock()
+        stamps = [now] * len(names)
+        batches = []
         for device in devices:
             values = [f(now) for f in fns]
             if overrides:
@@ -76,7 +78,8 @@ async def _produce(entry, cfg: SimulatorConfig, overrides: dict) -> None:
                     v = overrides.get((device, name))
                     if v is not None:
                         values[i] = v
-            await entry.publish(Batch(device, names, values, [now] * len(names), None, entry.id))
+            batches.append(Batch(device, names, values, stamps, None, entry.id))
+        await entry.publish_many(batches)
         next_tick += interval
         await trio.sleep_until(next_tick)
 
