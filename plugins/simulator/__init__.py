@@ -13,7 +13,7 @@ import attrs
 import trio
 
 from sitegate.hookspecs import hookimpl
-from sitegate.model import Batch, Command, CommandResult
+from sitegate.model import Batch, Command, CommandResult, DeviceInfo, PointInfo
 from sitegate.structure import Duration
 
 from .signals import Signal, evaluator
@@ -58,6 +58,12 @@ async def setup_entry(entry) -> None:
     overrides: dict[tuple[str, str], Any] = {}
     entry.data["overrides"] = overrides
     entry.data["devices"] = [entry.device_name(f"{cfg.device_prefix}{i}") for i in range(cfg.devices)]
+    points = tuple(PointInfo(p.name, unit=p.unit, datatype="int" if p.shape == "counter" else "float",
+                             writable=cfg.writable) for p in cfg.points)
+    for i, device in enumerate(entry.data["devices"]):
+        entry.declare_device(DeviceInfo(device, entry.id, name=f"{entry.spec.name or entry.id} #{i}",
+                                        model="sitegate simulator", manufacturer="sitegate",
+                                        fw_version="1.0.0", points=points))
     entry.start_task(_produce, entry, cfg, overrides, name=f"{entry.id}:produce")
 
 
