@@ -1,0 +1,177 @@
+"""Tumbling windows aligned to the wall clock: min, max, avg, sum, count, first, last per point.
+
+Windows are half-open [start, end) on multiples of `every` since the UNIX epoch (UTC).
+A window closes when a later reading of the same point arrives or when `flush(now)`
+sees `end + grace <= now`; its aggregates leave as points `<point>.<stat>` stamped `end`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import attrs
+
+from sitegate.model import Batch, Quality
+from sitegate.plugins import ProcessorContext
+from sitegate.structure import Duration
+
+STATS = ("min", "max", "avg", "sum", "count", "first", "last")
+_UNCERTAIN = int(Quality.UNCERTAIN)
+_BAD = int(Quality.BAD)
+
+# Slots of a window's state list (a list, not an object: attribute access is the hot path's cost).
+START, END, COUNT, SUM, MIN, MAX, FIRST, FIRST_T, LAST, LAST_T, UNCERTAIN = range(11)
+
+
+def _positive(_, attribute, value):
+    if not float(value) > 0:
+        raise ValueError(f"{attribute.name}: expected a positive duration, got {float(value)!r}")
+
+
+def _stats(_, attribute, value):
+    bad = [s for s in value if s not in STATS]
+    if bad or not value:
+        raise ValueError(f"keep: expected stats from {', '.join(STATS)}, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"keep: {value!r} names a stat twice")
+
+
+@attrs.frozen
+class WindowParams:
+    every: Duration = attrs.field(validator=_positive)
+    keep: list[str] = attrs.field(factory=lambda: ["min", "max", "avg"], validator=_stats)
+    # How long after a window's end flush() still waits for its stragglers (readings in flight).
+    grace: Duration = Duration(1.0)
+
+
+class Window:
+    """One route step: per-device dicts of point -> window state (see the slot names above)."""
+
+    def __init__(self, params: WindowParams, ctx: ProcessorContext | None = None):
+        self.every = float(params.every)
+        self.keep = tuple(params.keep)
+        self.grace = float(params.grace)
+        self.states: dict[str, dict[str, list[Any]]] = {}
+        self.sources: dict[str, str] = {}
+        self._names: dict[str, tuple[str, ...]] = {}
+        self.late = 0          # readings for a window already closed: dropped, counted
+        self.skipped = 0       # bad quality or not a number
+
+    # --- closing -------------------------------------------------------------------
+    def _close(self, p: str, st: list[Any], out: tuple[list, list, list, list]) -> None:
+        """Append the window's aggregates to `out` (points, values, timestamps, qualities)."""
+        count = st[COUNT]
+        if count:
+            names = self._names.get(p)
+            if names is None:
+                names = self._names[p] = tuple(f"{p}.{s}" for s in self.keep)
+            pts, vals, ts, qs = out
+            end = st[END]
+            q = _UNCERTAIN if st[UNCERTAIN] else 0
+            for name, stat in zip(names, self.keep):
+                if stat == "avg":
+                    v = st[SUM] / count
+                elif stat == "min":
+                    v = st[MIN]
+                elif stat == "max":
+                    v = st[MAX]
+                elif stat == "sum":
+                    v = st[SUM]
+                elif stat == "count":
+                    v = count
+                elif stat == "first":
+                    v = st[FIRST]
+                else:
+                    v = st[LAST]
+                pts.append(name)
+                vals.append(v)
+                ts.append(end)
+                qs.append(q)
+        # An empty interval: anything older than `end` is now late, anything newer opens a window.
+        st[START] = st[END]
+        st[COUNT] = 0
+
+    def _open(self, states: dict[str, list[Any]], p: str, v: Any, t: float, q: int) -> None:
+        try:
+            v + 0
+        except TypeError:
+            self.skipped += 1
+            return
+        start = math.floor(t / self.every) * self.every
+        states[p] = [start, start + self.every, 1, v, v, v, v, t, v, t, q >= _UNCERTAIN]
+
+    # --- the route step ------------------------------------------------------------
+    def process(self, batch: Batch) -> Batch | None:
+        device = batch.device
+        states = self.states.get(device)
+        if states is None:
+            states = self.states[device] = {}
+            self.sources[device] = batch.source
+        points, values, stamps, quality = batch.points, batch.values, batch.timestamps, batch.quality
+        out: tuple[list, list, list, list] | None = None
+        for i in range(len(points)):
+            p = points[i]
+            v = values[i]
+            t = stamps[i]
+            if quality is None:
+                q = 0
+            else:
+                q = quality[i]
+                if q >= _BAD:
+                    self.skipped += 1
+                    continue
+            st = states.get(p)
+            if st is None:
+                self._open(states, p, v, t, q)
+                continue
+            if t >= st[END]:
+                if out is None:
+                    out = ([], [], [], [])
+                self._close(p, st, out)
+                self._open(states, p, v, t, q)
+                continue
+            if t < st[START]:
+                self.late += 1
+                continue
+            try:
+                s = st[SUM] + v
+            except TypeError:
+                self.skipped += 1
+                continue
+            st[SUM] = s
+            st[COUNT] += 1
+            if v < st[MIN]:
+                st[MIN] = v
+            elif v > st[MAX]:
+                st[MAX] = v
+            if t >= st[LAST_T]:
+                st[LAST] = v
+                st[LAST_T] = t
+            elif t < st[FIRST_T]:
+                st[FIRST] = v
+                st[FIRST_T] = t
+            if q >= _UNCERTAIN:
+                st[UNCERTAIN] = True
+        if out is None or not out[0]:
+            return None
+        pts, vals, ts, qs = out
+        return Batch(device, pts, vals, ts, qs if any(qs) else None, batch.source)
+
+    def flush(self, now: float) -> Sequence[Batch]:
+        """Close every window whose end is at least `grace` in the past."""
+        horizon = now - self.grace
+        batches = []
+        for device, states in self.states.items():
+            out: tuple[list, list, list, list] = ([], [], [], [])
+            for p, st in states.items():
+                if st[START] < st[END] <= horizon:
+                    self._close(p, st, out)
+            if out[0]:
+                pts, vals, ts, qs = out
+                batches.append(Batch(device, pts, vals, ts, qs if any(qs) else None, self.sources.get(device, "")))
+        return batches
+
+
+def create(params: WindowParams, ctx: ProcessorContext) -> Window:
+    return Window(params, ctx)
