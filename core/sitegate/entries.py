@@ -175,7 +175,8 @@ class EntryContext:
         if state is self.state and reason == self.reason:
             return
         old, self.state, self.reason, self.state_since = self.state, state, reason, time.time()
-        level = logging.WARNING if not state.recoverable or state is EntryState.SETUP_RETRY else logging.INFO
+        troubled = (EntryState.SETUP_RETRY, EntryState.SETUP_ERROR, EntryState.MIGRATION_ERROR, EntryState.FAILED_UNLOAD)
+        level = logging.WARNING if state in troubled else logging.INFO
         self.log.log(level, "entry %s: %s -> %s%s", self.id, old, state, f" ({reason})" if reason else "")
         self.host.events.emit(Event(
             "entry.state", self.id, severity=Severity.WARNING if level == logging.WARNING else Severity.INFO,
