@@ -113,8 +113,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def verify_registry(registry: Path, out=sys.stdout) -> list[str]:
+def verify_registry(registry: Path, out=None) -> list[str]:
     """Check the whole registry as a brand-new site would: every plugin refreshed, downloaded and verified."""
+    out = out or sys.stdout
     from ..registry.store import PluginStore
 
     problems = []

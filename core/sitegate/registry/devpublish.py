@@ -38,8 +38,9 @@ def development_keys(keys_dir: Path) -> dict[str, NaclSigner]:
     return keys
 
 
-def devpublish(plugins_dir: Path, registry_dir: Path, *, out=sys.stdout) -> list[str]:
+def devpublish(plugins_dir: Path, registry_dir: Path, *, out=None) -> list[str]:
     """Publish every plugin folder; returns the problems (empty when all went in)."""
+    out = out or sys.stdout
     print(f"WARNING: {DEVELOPMENT_WARNING}", file=out)
     keys = development_keys(registry_dir / "keys")
     repo = Repository(registry_dir, expiry_days=DEV_EXPIRY_DAYS)
