@@ -1,0 +1,136 @@
+"""Byte streams to Modbus devices: TCP sockets and serial lines, both as trio streams.
+
+`client.py` speaks Modbus over whatever `open_stream` returns; the framing
+(MBAP for Modbus TCP, RTU with CRC for serial and RTU-over-TCP) is chosen there
+from `Endpoint.framing`.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import termios
+
+import attrs
+import trio
+
+
+class Link(enum.Enum):
+    """How the gateway reaches the devices of one entry."""
+
+    TCP = "tcp"                    # Modbus TCP (MBAP header, transaction ids)
+    RTU = "rtu"                    # Modbus RTU on a serial line (RS-485/RS-232)
+    RTU_OVER_TCP = "rtu_over_tcp"  # RTU frames through a serial-to-Ethernet gateway
+
+    @classmethod
+    def _missing_(cls, value: object):
+        if isinstance(value, str):
+            for m in cls:
+                if m.value == value.strip().lower().replace("-", "_"):
+                    return m
+        raise ValueError(f"expected one of {', '.join(m.value for m in cls)}, got {value!r}")
+
+    @property
+    def framing(self) -> str:
+        return "socket" if self is Link.TCP else "rtu"
+
+
+@attrs.frozen(slots=True)
+class Endpoint:
+    """Where the bytes go: a TCP host and port, or a serial device with its line settings."""
+
+    link: Link = Link.TCP
+    host: str = ""
+    port: int = 502
+    serial: str = ""               # e.g. /dev/ttyUSB0
+    baudrate: int = 19200
+    bytesize: int = 8
+    parity: str = "N"              # N, E, O
+    stopbits: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        if self.link is Link.RTU:
+            if not self.serial:
+                raise ValueError("serial: an rtu link needs the serial device path (e.g. /dev/ttyUSB0)")
+            if self.parity not in ("N", "E", "O"):
+                raise ValueError(f"parity: expected N, E or O, got {self.parity!r}")
+        else:
+            if not self.host:
+                raise ValueError(f"host: a {self.link.value} link needs a host")
+            if not 0 < self.port < 65536:
+                raise ValueError(f"port: expected 1..65535, got {self.port}")
+
+    @property
+    def framing(self) -> str:
+        return self.link.framing
+
+    @property
+    def frame_gap(self) -> float:
+        """The silence RTU needs between frames: 3.5 characters, at least 1.75 ms (the spec's
+        fixed value above 19,200 baud). Nothing for Modbus TCP."""
+        if self.link is Link.TCP:
+            return 0.0
+        if self.link is Link.RTU_OVER_TCP:
+            return 0.00175
+        char_bits = 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stopbits
+        return max(3.5 * char_bits / self.baudrate, 0.00175)
+
+    def describe(self) -> str:
+        if self.link is Link.RTU:
+            return f"rtu:{self.serial}@{self.baudrate}{self.parity}{self.bytesize}{self.stopbits}"
+        return f"{self.link.value}://{self.host}:{self.port}"
+
+
+class SerialStream(trio.abc.Stream):
+    """A serial line as a trio stream: pyserial sets the line up, trio waits on the file descriptor.
+
+    No thread per line: trio's FdStream reads and writes the (non-blocking)
+    descriptor from the event loop, which is what makes many RS-485 lines cheap.
+    """
+
+    def __init__(self, ser, fd_stream: trio.lowlevel.FdStream):
+        self._serial = ser
+        self._fd = fd_stream
+
+    async def send_all(self, data) -> None:
+        await self._fd.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._fd.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self._fd.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        try:
+            await self._fd.aclose()
+        finally:
+            self._serial.close()
+
+
+def _open_serial(ep: Endpoint) -> SerialStream:
+    import serial  # pyserial
+
+    ser = serial.Serial(port=ep.serial, baudrate=ep.baudrate, bytesize=ep.bytesize, parity=ep.parity,
+                        stopbits=ep.stopbits, timeout=0, exclusive=True)
+    try:
+        fd = os.dup(ser.fileno())
+        # pyserial leaves VMIN=0, with which a read of an idle line returns b"" (taken for EOF);
+        # VMIN=1 on a non-blocking descriptor makes it EAGAIN, so trio waits for bytes instead.
+        attrs_ = termios.tcgetattr(fd)
+        attrs_[6][termios.VMIN] = 1
+        attrs_[6][termios.VTIME] = 0
+        termios.tcsetattr(fd, termios.TCSANOW, attrs_)
+    except Exception:
+        ser.close()
+        raise
+    return SerialStream(ser, trio.lowlevel.FdStream(fd))
+
+
+async def open_stream(ep: Endpoint, timeout: float) -> trio.abc.Stream:
+    """Connect to `ep` within `timeout` seconds; raises OSError (or trio.TooSlowError) when it cannot."""
+    if ep.link is Link.RTU:
+        # Opening a tty is a quick syscall; a thread keeps a hung USB adapter from stalling the loop.
+        return await trio.to_thread.run_sync(_open_serial, ep)
+    with trio.fail_after(timeout):
+        return await trio.open_tcp_stream(ep.host, ep.port)
