@@ -243,3 +243,21 @@ def test_revoked_publisher_plugins_are_refused_at_start(lab):
     lab.repo.revoke_publisher("acme", lab.ring)
     exc = refused(lab, {"alpha": ""}, "not-found")
     assert "publisher revoked" in str(exc)
+
+
+def test_another_publisher_cannot_take_over_an_installed_domain(lab):
+    lab.publish("alpha")
+    lab.store().install("alpha")
+    lab.add_publisher("mallory")
+    lab.publish("alpha", "9.0.0", publisher="mallory")  # in mallory's own namespace: validly signed
+    assert lab.store().upgrade("alpha") is None, "upgrade stays with acme, which has nothing newer"
+    assert start(lab, {"alpha": ""})["alpha"].publisher == "acme"
+    assert lab.ran() == []
+
+
+def test_domain_signed_by_two_publishers_is_refused_on_first_install(lab):
+    lab.publish("alpha")
+    lab.add_publisher("mallory")
+    lab.publish("alpha", "9.0.0", publisher="mallory")
+    exc = refused(lab, {"alpha": ""}, "delegation")
+    assert "acme, mallory" in str(exc)

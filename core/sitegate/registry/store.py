@@ -167,6 +167,18 @@ class PluginStore:
         candidates = self.index.candidates(domain)
         if not candidates:
             raise PluginRefused(domain, "not-found", f"no signed plugin {domain!r} in registry {self.registry_dir}")
+        current, _ = self.active(domain)
+        publishers = sorted({c.publisher for c in candidates})
+        if current is not None:
+            # A domain stays with the publisher it was installed from: another publisher
+            # signing a higher version of the same name must not take it over.
+            candidates = [c for c in candidates if c.publisher == current.publisher]
+            if not candidates:
+                raise PluginRefused(domain, "not-found", f"installed from publisher {current.publisher!r}, which "
+                                    f"no longer signs it (signed by: {', '.join(publishers)})")
+        elif len(publishers) > 1:
+            raise PluginRefused(domain, "delegation", f"signed by several publishers ({', '.join(publishers)}); "
+                                "a domain must have one publisher per registry (ask the registry owner)")
         matching = [c for c in candidates if specifier.contains(c.version, prereleases=True)]
         if not matching:
             listed = ", ".join(str(c.version) for c in candidates)
