@@ -12,12 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .yamlfiles import BROKEN, LocDict, LocList, ReadContext, Where, read_yaml
+from .yamlfiles import Broken, LocDict, LocList, ReadContext, Where, read_yaml
 
 EXTENDS = "extends"
 REMOVE = "remove"
 # Top-level lists merged item by item, by this key; every other list is replaced whole.
 KEYED_LISTS = {"entries": "id", "routes": "name"}
+_REMOVED = object()
 
 
 def _kind(value: Any) -> str:
@@ -27,10 +28,10 @@ def _kind(value: Any) -> str:
 
 
 def read_layers(path: Path, ctx: ReadContext, *, included_from: Where | None = None) -> Any:
-    """The composed top-level mapping of `path` and everything it extends, or BROKEN."""
+    """The composed top-level mapping of `path` and everything it extends, or a Broken placeholder."""
     doc = read_yaml(path, ctx, included_from=included_from, tag=EXTENDS + ":" if included_from else "")
-    if doc is BROKEN:
-        return BROKEN
+    if isinstance(doc, Broken):
+        return doc
     if doc is None:
         return ctx.issue("the file is empty: a site file needs at least `site: <name>`", (str(path), 1))
     if not isinstance(doc, LocDict):
@@ -50,8 +51,12 @@ def read_layers(path: Path, ctx: ReadContext, *, included_from: Where | None = N
             try:
                 for i, name in enumerate(bases):
                     base_path = Path(name) if Path(name).is_absolute() else path.parent / name
+                    if not base_path.exists():
+                        ctx.issue(f"extends {name}: no such file ({base_path})", bases.lines[i] or base_where,
+                                  f"{EXTENDS}[{i}]")
+                        continue
                     layer = read_layers(base_path, ctx, included_from=bases.lines[i] or base_where)
-                    if layer is not BROKEN:
+                    if not isinstance(layer, Broken):
                         composed = merge(composed, layer, ctx)
             finally:
                 ctx.stack.pop()
@@ -97,13 +102,13 @@ def _merge_keyed(base: LocList, over: LocList, key: str, ctx: ReadContext, path:
             continue
         i = index[ident]
         if item.get(REMOVE) is True:
-            out[i] = BROKEN   # placeholder keeps indexes stable until the end
+            out[i] = _REMOVED   # placeholder keeps indexes stable until the end
             continue
         out[i] = merge(out[i], item, ctx, f"{path}[{i}]") if isinstance(out[i], LocDict) else item
         out.lines[i] = over.lines[j]
     kept = LocList(where=out.where)
     for item, line in zip(out, out.lines):
-        if item is not BROKEN:
+        if item is not _REMOVED:
             kept.append(item)
             kept.lines.append(line)
     return kept

@@ -18,7 +18,7 @@ from ..errors import ConfigError, Issue
 from ..structure import structure
 from .layers import read_layers
 from .schema import Site
-from .yamlfiles import BROKEN, LocDict, LocList, ReadContext, Where
+from .yamlfiles import Broken, LocDict, LocList, ReadContext, Where
 
 _INDEX_KEY = re.compile(r"\[(['\"])(.*?)\1\]")
 
@@ -64,10 +64,10 @@ def _record(places: dict[str, Where], path: str, written: Where | None, value: A
         places[path] = written
 
 
-def _plain(value: Any, path: str, places: dict[str, Where], broken: list[str]) -> Any:
+def _plain(value: Any, path: str, places: dict[str, Where], broken: list[tuple[str, Broken]]) -> Any:
     """Ordinary dicts and lists for the rest of the core, recording each path's place on the way."""
-    if value is BROKEN:
-        broken.append(path)
+    if isinstance(value, Broken):
+        broken.append((path, value))
         return None
     if isinstance(value, LocDict):
         out = {}
@@ -112,16 +112,18 @@ def compose_site(path: str | Path) -> Composition:
     ctx = ReadContext(root_dir=path.parent)
     doc = read_layers(path, ctx)
     places: dict[str, Where] = {}
-    broken: list[str] = []
+    broken: list[tuple[str, Broken]] = []
     raw = _plain(doc, "", places, broken)
     if isinstance(doc, LocDict) and doc.where:
         places[""] = doc.where
     # A reading problem (a bad !secret, a missing !include) is found before paths exist;
-    # name its path now through the placeholder left at the same place.
-    at_place = {places[b]: b for b in broken if b in places}
-    issues = [attrs.evolve(i, path=at_place.get((i.file, i.line), "")) if not i.path else i for i in ctx.issues]
+    # the placeholder it left in the document knows its path.
+    issues = list(ctx.issues)
+    for where, placeholder in broken:
+        if placeholder.issue is not None and not issues[placeholder.issue].path:
+            issues[placeholder.issue] = attrs.evolve(issues[placeholder.issue], path=where)
     return Composition(path, raw, SourceMap(places, (str(path), 1)), frozenset(ctx.secrets),
-                       tuple(ctx.files), tuple(issues), tuple(broken))
+                       tuple(ctx.files), tuple(issues), tuple(p for p, _ in broken))
 
 
 @attrs.frozen

@@ -110,6 +110,88 @@ class ApiSettings:
     port: int = attrs.field(default=8765, metadata=_doc("Port to listen on (0 picks a free one)."))
 
 
+class ByteSize(int):
+    """Bytes, written in files as a number or with a unit: 500MB, 2GB, 64KiB."""
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def _structure_size(value: Any, _: Any) -> ByteSize:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return ByteSize(value)
+    m = _SIZE.match(value) if isinstance(value, str) else None
+    if not m:
+        raise ValueError(f"expected a size such as 512MB or 2GB, got {value!r}")
+    return ByteSize(int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]))
+
+
+converter.register_structure_hook(ByteSize, _structure_size)
+converter.register_unstructure_hook(ByteSize, int)
+
+
+@attrs.frozen
+class ClassTTL:
+    """How long readings of each priority may wait for delivery before they expire (counted as drops)."""
+
+    critical: Duration = attrs.field(default=Duration(30 * 86400), metadata=_doc("TTL of critical readings."))
+    normal: Duration = attrs.field(default=Duration(7 * 86400), metadata=_doc("TTL of normal readings."))
+    low: Duration = attrs.field(default=Duration(86400), metadata=_doc("TTL of low readings."))
+
+
+@attrs.frozen
+class PrivacyPolicy:
+    """Which points never leave the site raw (only as aggregates such as `temp.avg`)."""
+
+    restricted: list[str] = attrs.field(factory=list, metadata=_doc(
+        "Glob(s) on `device/point` kept on site raw, besides points their adapter declares restricted."))
+    allow_raw: bool = attrs.field(default=False, metadata=_doc(
+        "Let restricted points go raw to every sink (the site's own decision; logged at start)."))
+
+
+@attrs.frozen
+class StorageSettings:
+    """The data plane's store: disk budget, retention per priority, batching of delivery, privacy."""
+
+    budget: ByteSize = attrs.field(default=ByteSize(1 << 30), metadata=_doc(
+        "Most bytes of undelivered readings kept; beyond it the oldest low, then normal readings are dropped "
+        "(counted), never critical ones."))
+    ttl: ClassTTL = attrs.field(factory=ClassTTL, metadata=_doc("Per-priority time to live of undelivered readings."))
+    normal_period: Duration = attrs.field(default=Duration(1.0), metadata=_doc(
+        "Normal readings are delivered in batches at most this long after commit."))
+    low_period: Duration = attrs.field(default=Duration(30.0), metadata=_doc(
+        "Low readings are delivered in batches at most this long after commit."))
+    privacy: PrivacyPolicy = attrs.field(factory=PrivacyPolicy, metadata=_doc("The privacy guardrail."))
+
+
+@attrs.frozen
+class DetectorSettings:
+    """Silent-failure detectors (each raises an event and a metric)."""
+
+    device_quiet_intervals: int = attrs.field(default=5, metadata=_doc(
+        "A device is quiet after this many of its usual intervals without readings while its entry is loaded."))
+    ingestion_stall: Duration = attrs.field(default=Duration(30), metadata=_doc(
+        "Readings stopped entering the pipeline for this long while adapters are loaded."))
+    sink_stuck: Duration = attrs.field(default=Duration(120), metadata=_doc(
+        "An online sink whose cursor has not advanced for this long while data waits."))
+    replay_ratio: float = attrs.field(default=0.05, metadata=_doc(
+        "Share of duplicate deliveries after a reconnect above which a replay is reported."))
+    drift: list[dict[str, Any]] = attrs.field(factory=list, metadata=_doc(
+        "Pairs to compare: `{point: dev/temp, reference: ref/temp, max_delta: 2.0, window: 10m}`."))
+
+
+@attrs.frozen
+class ObservabilitySettings:
+    """Metrics, health and detectors for operators."""
+
+    metrics: bool = attrs.field(default=True, metadata=_doc("Serve /metrics, /healthz and /readyz over HTTP."))
+    host: str = attrs.field(default="127.0.0.1", metadata=_doc("Address of the metrics endpoint."))
+    port: int = attrs.field(default=9108, metadata=_doc("Port of the metrics endpoint (0 picks a free one)."))
+    detectors: DetectorSettings = attrs.field(factory=DetectorSettings, metadata=_doc("Silent-failure detectors."))
+
+
 @attrs.frozen
 class Site:
     """A whole site: everything `sitegate run` needs."""
@@ -123,6 +205,10 @@ class Site:
     plugins: dict[str, str] = attrs.field(factory=dict, metadata=_doc("Version pins or ranges per integration domain."))
     runtime: RuntimeSettings = attrs.field(factory=RuntimeSettings, metadata=_doc("Supervision settings."))
     api: ApiSettings = attrs.field(factory=ApiSettings, metadata=_doc("WebSocket API and dashboard."))
+    observability: ObservabilitySettings = attrs.field(factory=ObservabilitySettings, metadata=_doc(
+        "Metrics, health endpoints and silent-failure detectors."))
+    storage: StorageSettings = attrs.field(factory=StorageSettings, metadata=_doc(
+        "Disk budget, retention and privacy of the data plane (see docs/delivery.md)."))
 
 
 def _rename_from(cls: type) -> None:

@@ -9,7 +9,7 @@ routes (sinks, processor types, step parameters). It reports every problem.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
@@ -34,8 +34,9 @@ def _pin_spec(pin: str) -> SpecifierSet:
 
 class _Check:
     def __init__(self, loaded: LoadedSite, loader: Loader, entry_index: list[int] | None = None,
-                 route_index: list[int] | None = None):
+                 route_index: list[int] | None = None, ignore: Callable[[str], bool] | None = None):
         self.loaded = loaded
+        self.ignore = ignore or (lambda path: False)
         self.site = loaded.site
         self.loader = loader
         self.issues: list[Issue] = []
@@ -45,6 +46,8 @@ class _Check:
         self.route_index = route_index or list(range(len(self.site.routes)))
 
     def add(self, path: str, message: str) -> None:
+        if self.ignore(path):
+            return
         issue = self.loaded.issue(path, message)
         if issue not in self.issues:
             self.issues.append(issue)
@@ -52,6 +55,8 @@ class _Check:
     def add_placed(self, issue: Issue, prefix_path: str = "") -> None:
         if prefix_path and not issue.path:
             issue = Issue(issue.message, issue.file, issue.line, prefix_path)
+        if self.ignore(issue.path):
+            return
         issue = self.loaded.place(issue)
         if issue not in self.issues:
             self.issues.append(issue)
@@ -226,13 +231,13 @@ class _Check:
 
 
 def validate_site(loaded: LoadedSite, loader: Loader, *, entry_index: list[int] | None = None,
-                  route_index: list[int] | None = None) -> list[Issue]:
+                  route_index: list[int] | None = None, ignore: Callable[[str], bool] | None = None) -> list[Issue]:
     """Every problem that would stop `loaded` from running with `loader`'s integrations, each placed.
 
     Imports the integrations' code (through `loader`), so hand it only a
     source whose folders may be imported (verified, or --dev-plugins on purpose).
     """
-    check = _Check(loaded, loader, entry_index, route_index)
+    check = _Check(loaded, loader, entry_index, route_index, ignore)
     check.duplicate_ids()
     integrations = check.integrations()
     check.entry_configs(integrations)
@@ -294,7 +299,8 @@ def check_site(path: str | Path, loader: Loader) -> tuple[LoadedSite | None, lis
         site, entry_index, route_index = _partial_site(comp)
     loaded = LoadedSite(site, path, comp.raw, comp.secrets, comp.files, comp.sources)
     issues = [mask_issue(i, comp.secrets) for i in issues]
-    for issue in validate_site(loaded, loader, entry_index=entry_index, route_index=route_index):
+    for issue in validate_site(loaded, loader, entry_index=entry_index, route_index=route_index,
+                               ignore=comp.is_broken):
         if issue not in issues:
             issues.append(issue)
     return (loaded if whole else None), issues

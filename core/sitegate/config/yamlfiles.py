@@ -39,21 +39,23 @@ class LocList(list):
         self.lines: list[Where | None] = []
 
 
-class _Broken:
-    """Stands where a value could not be read (bad !secret, missing !include); its issue is already recorded."""
+class Broken:
+    """Stands where a value could not be read (bad !secret, missing !include).
 
-    _instance: "_Broken | None" = None
+    Its issue is already recorded; `issue` is that issue's index in
+    ReadContext.issues, so the issue can be given the value's path later.
+    """
 
-    def __new__(cls) -> "_Broken":
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
+    __slots__ = ("issue",)
+
+    def __init__(self, issue: int | None = None):
+        self.issue = issue
 
     def __repr__(self) -> str:
-        return "BROKEN"
+        return f"Broken({self.issue})"
 
 
-BROKEN = _Broken()
+BROKEN = Broken()   # a value whose issue was recorded elsewhere (a broken secrets file)
 
 
 @attrs.define
@@ -67,10 +69,10 @@ class ReadContext:
     stack: list[Path] = attrs.Factory(list)         # the include chain, to refuse cycles
     _secret_files: dict[Path, dict | None] = attrs.Factory(dict)
 
-    def issue(self, message: str, where: Where | None, path: str = "") -> _Broken:
+    def issue(self, message: str, where: Where | None, path: str = "") -> Broken:
         file, line = where if where else (None, None)
         self.issues.append(Issue(message, file, line, path))
-        return BROKEN
+        return Broken(len(self.issues) - 1)
 
     def saw(self, path: Path) -> None:
         if path not in self.files:
@@ -198,6 +200,8 @@ def _construct_include(loader: _SiteLoader, node: yaml.Node) -> Any:
     if name is None:
         return BROKEN
     target = _resolve(loader, name)
+    if not target.exists():
+        return loader.ctx.issue(f"!include {name}: no such file ({target})", _where(loader, node))
     value = read_yaml(target, loader.ctx, included_from=_where(loader, node), tag="!include")
     if value is None:
         return loader.ctx.issue("included file is empty", (str(target), 1))
@@ -221,11 +225,11 @@ def _construct_dir(loader: _SiteLoader, node: yaml.Node, tag: str, want: type) -
         return BROKEN
     folder = _resolve(loader, name)
     if not folder.is_dir():
-        return loader.ctx.issue(f"{tag} {name}: no such folder {folder}", _where(loader, node))
+        return loader.ctx.issue(f"{tag} {name}: no such folder ({folder})", _where(loader, node))
     merged: LocList | LocDict = LocList(where=_where(loader, node)) if want is LocList else LocDict(where=_where(loader, node))
     for f in _dir_files(folder):
         value = read_yaml(f, loader.ctx, included_from=_where(loader, node), tag=tag)
-        if value is None or value is BROKEN:
+        if value is None or isinstance(value, Broken):
             continue   # an empty fragment contributes nothing; a broken one has its issue recorded
         if not isinstance(value, want):
             loader.ctx.issue(f"{tag} expects each file to hold a {'list' if want is LocList else 'mapping'}, "
@@ -255,7 +259,7 @@ _SiteLoader.add_constructor("!include_dir_merge_named",
 
 
 def read_yaml(path: Path, ctx: ReadContext, *, included_from: Where | None = None, tag: str = "") -> Any:
-    """The value of one YAML file: LocDict/LocList/scalars, None if empty, BROKEN if unreadable.
+    """The value of one YAML file: LocDict/LocList/scalars, None if empty, a Broken placeholder if unreadable.
 
     Problems go to ``ctx.issues``, each naming the file and line they are in;
     a file that cannot be found is reported at the tag that names it.
