@@ -35,7 +35,7 @@ def _run(action) -> int:
     except PluginRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -96,6 +96,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_trust(args: argparse.Namespace) -> int:
+    def go() -> int:
+        summary = PluginStore(Path(args.state), Path(args.registry)).pin_root(Path(args.root).read_bytes(),
+                                                                              replace=args.replace)
+        print(f"pinned {summary} from {args.root}")
+        return 0
+    return _run(go)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("plugins", help="site: install, upgrade, rollback, list verified plugins")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
@@ -114,3 +123,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verb("rollback", cmd_rollback, "switch back to the previous installed version").add_argument("domain")
     verb("list", cmd_list, "installed plugins with current and previous versions") \
         .add_argument("--verify", action="store_true", help="re-hash every install against signed metadata")
+    p = verb("trust", cmd_trust, "pin the registry's root metadata (copied out of band) instead of trusting on first use")
+    p.add_argument("root", help="the registry's 1.root.json, obtained through a channel you trust")
+    p.add_argument("--replace", action="store_true", help="forget the current trust state and pin this root")

@@ -54,6 +54,30 @@ class LocalFetcher(FetcherInterface):
         return chunks()
 
 
+class CachedFetcher(FetcherInterface):
+    """Serves the trust folder's own verified copies when the registry folder is absent.
+
+    ngclient still checks every signature, version and expiry date, so a site can
+    start offline but not past its metadata's expiry (the freeze-attack bound).
+    Artifacts are not cached: installing needs the registry.
+    """
+
+    def __init__(self, metadata_dir: Path):
+        self.metadata_dir = Path(metadata_dir)
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        name = unquote(url[len(_SCHEME):]) if url.startswith(_SCHEME) else url
+        if name.startswith("metadata/"):
+            filename = name.removeprefix("metadata/")
+            head, _, rest = filename.partition(".")
+            if head.isdigit() and not rest.startswith("root."):
+                filename = rest  # N.role.json -> role.json; the updater checks the version inside
+            path = self.metadata_dir / filename
+            if "/" not in filename and path.is_file():
+                return iter([path.read_bytes()])
+        raise tuf_errors.DownloadHTTPError(f"{name}: not in the offline cache", 404)
+
+
 @attrs.frozen(slots=True)
 class Candidate:
     """One signed version of a plugin, as listed by a publisher's role (not yet walked through TUF)."""
@@ -99,8 +123,9 @@ _TUF_ERRORS = (tuf_errors.RepositoryError, tuf_errors.DownloadError, OSError, Va
 class TrustedIndex:
     """Trusted view of one registry, persisted under `trust_dir` between runs."""
 
-    def __init__(self, registry_dir: Path, trust_dir: Path, *, root: bytes | None = None):
-        self.registry_dir = Path(registry_dir)
+    def __init__(self, registry_dir: Path | None, trust_dir: Path, *, root: bytes | None = None):
+        self.offline = registry_dir is None
+        self.registry_dir = Path(registry_dir) if registry_dir is not None else Path(trust_dir)
         self.trust_dir = Path(trust_dir)
         self.metadata_dir = self.trust_dir / "metadata"
         self.download_dir = self.trust_dir / "downloads"
@@ -111,6 +136,8 @@ class TrustedIndex:
         if root is not None and not pinned.exists():
             pinned.write_bytes(root)
             self.pinned_now = True
+        if not pinned.exists() and self.offline:
+            raise PluginRefused("*", "registry", f"no registry folder and nothing trusted yet in {self.trust_dir}")
         if not pinned.exists():
             # Trust on first use: the first root seen is pinned in the state folder and every
             # later root must be signed by it (docs/security.md says how to pin out of band).
@@ -126,7 +153,8 @@ class TrustedIndex:
 
     def _new_updater(self) -> Updater:
         return Updater(str(self.metadata_dir), _SCHEME + "metadata/", str(self.download_dir), _SCHEME + "targets/",
-                       LocalFetcher(self.registry_dir), UpdaterConfig(**CLIENT_CONFIG), bootstrap=None)
+                       CachedFetcher(self.metadata_dir) if self.offline else LocalFetcher(self.registry_dir),
+                       UpdaterConfig(**CLIENT_CONFIG), bootstrap=None)
 
     def refresh(self, domain: str = "*") -> None:
         """Top-level refresh (root, timestamp, snapshot, targets); once per index."""

@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -35,6 +36,8 @@ from .client import Candidate, TrustedIndex
 from .compat import check_core_api, check_requirements, core_api_version
 from .errors import PluginRefused
 from .repository import CUSTOM_FACTS
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen(slots=True)
@@ -106,9 +109,11 @@ class PluginStore:
         if self._index is None:
             # Without a registry folder, verify against the trust folder's own copies:
             # ngclient re-checks them (signatures, versions, expiry) just the same.
-            source = self.registry_dir if self.registry_dir is not None else None
-            if source is None:
-                raise PluginRefused("*", "registry", "no registry folder given")
+            source = self.registry_dir
+            if source is not None and not (source / "metadata").is_dir():
+                if (self.base / "trust" / "metadata" / "root.json").is_file():
+                    log.warning("registry %s not found: verifying against the cached trusted metadata", source)
+                    source = None
             self._index = TrustedIndex(source, self.base / "trust", root=self._root)
         return self._index
 
@@ -145,6 +150,30 @@ class PluginStore:
         for child in (self.installed_dir / domain).iterdir():
             if child.is_dir() and child.name not in keep:
                 shutil.rmtree(child, ignore_errors=True)
+
+    def pin_root(self, root: bytes, *, replace: bool = False) -> str:
+        """Pin the registry's root metadata out of band (instead of trust on first use); returns a summary."""
+        from tuf.api.metadata import Metadata, Root
+
+        try:
+            md = Metadata.from_bytes(root)
+            if not isinstance(md.signed, Root):
+                raise ValueError(f"is {md.signed.type} metadata, expected root")
+            md.signed.verify_delegate(Root.type, md.signed_bytes, md.signatures)  # self-signed, threshold
+        except Exception as exc:  # noqa: BLE001 - every kind of bad file gets the same answer
+            raise PluginRefused("*", "signature", f"root metadata refused: {exc}") from None
+        trust = self.base / "trust" / "metadata"
+        pinned = trust / "root.json"
+        if pinned.exists() and not replace:
+            raise PluginRefused("*", "registry", f"{pinned} already pins a root (use --replace to start over, "
+                                "which forgets rollback protection too)")
+        if replace:
+            shutil.rmtree(self.base / "trust", ignore_errors=True)
+        trust.mkdir(parents=True, exist_ok=True)
+        pinned.write_bytes(root)
+        self.audit.record("trust", "*", "ok", detail=f"pinned root v{md.signed.version}")
+        return f"root v{md.signed.version}, {len(md.signed.roles['root'].keyids)} keys, threshold " \
+               f"{md.signed.roles['root'].threshold}"
 
     def package_dir(self, domain: str, version: str) -> Path:
         return self.installed_dir / domain / version / domain
