@@ -163,6 +163,9 @@ class StorageSettings:
         "Normal readings are delivered in batches at most this long after commit."))
     low_period: Duration = attrs.field(default=Duration(30.0), metadata=_doc(
         "Low readings are delivered in batches at most this long after commit."))
+    retry_initial: Duration = attrs.field(default=Duration(0.5), metadata=_doc(
+        "First delay before retrying a failed delivery; doubles per failure, with jitter."))
+    retry_max: Duration = attrs.field(default=Duration(30.0), metadata=_doc("Longest delay between delivery retries."))
     privacy: PrivacyPolicy = attrs.field(factory=PrivacyPolicy, metadata=_doc("The privacy guardrail."))
 
 

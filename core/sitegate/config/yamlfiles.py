@@ -208,6 +208,10 @@ def _construct_include(loader: _SiteLoader, node: yaml.Node) -> Any:
     return value
 
 
+def _kind(value: Any) -> str:
+    return {LocDict: "mapping", LocList: "list"}.get(type(value), type(value).__name__)
+
+
 def _dir_files(folder: Path) -> list[Path]:
     files = []
     for f in sorted(folder.rglob("*")):
@@ -233,7 +237,7 @@ def _construct_dir(loader: _SiteLoader, node: yaml.Node, tag: str, want: type) -
             continue   # an empty fragment contributes nothing; a broken one has its issue recorded
         if not isinstance(value, want):
             loader.ctx.issue(f"{tag} expects each file to hold a {'list' if want is LocList else 'mapping'}, "
-                             f"got {type(value).__name__.replace('Loc', '').lower()}", (str(f), 1))
+                             f"got {_kind(value)}", getattr(value, "where", None) or (str(f), 1))
             continue
         if isinstance(merged, LocList):
             merged.extend(value)
