@@ -27,6 +27,15 @@ log = logging.getLogger(__name__)
 SERVICES: list[Callable[[SiteHost, trio.Nursery], Awaitable[None]]] = []
 
 
+def _builtin_services() -> None:
+    from .observability.service import start_observability
+    if start_observability not in SERVICES:
+        SERVICES.append(start_observability)
+
+
+_builtin_services()
+
+
 def _watched_files(loaded: LoadedSite) -> list[Path]:
     files = getattr(loaded, "files", None) or [loaded.path]
     return [Path(f) for f in files]

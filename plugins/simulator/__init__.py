@@ -57,6 +57,7 @@ async def setup_entry(entry) -> None:
         raise EntryNotReady("simulated device is not reachable (fail_setup: true)")
     overrides: dict[tuple[str, str], Any] = {}
     entry.data["overrides"] = overrides
+    entry.data["silenced_until"] = {}   # device -> wall time: a device that stops answering
     entry.data["devices"] = [entry.device_name(f"{cfg.device_prefix}{i}") for i in range(cfg.devices)]
     points = tuple(PointInfo(p.name, unit=p.unit, datatype="int" if p.shape == "counter" else "float",
                              writable=cfg.writable) for p in cfg.points)
@@ -77,7 +78,10 @@ async def _produce(entry, cfg: SimulatorConfig, overrides: dict) -> None:
         now = entry.clock()
         stamps = [now] * len(names)
         batches = []
+        silenced = entry.data["silenced_until"]
         for device in devices:
+            if silenced and silenced.get(device, 0) > now:
+                continue
             values = [f(now) for f in fns]
             if overrides:
                 for i, name in enumerate(names):
@@ -95,8 +99,14 @@ async def adapter_command(entry, command: Command) -> CommandResult:
     cfg: SimulatorConfig = entry.config
     if command.device not in entry.data.get("devices", ()):
         return CommandResult("nack", f"no device {command.device!r} in entry {entry.id!r}")
+    if command.action == "silence":
+        # The device stops answering for `seconds` (default: until told otherwise), its entry stays up.
+        seconds = float(command.args.get("seconds", 1e9))
+        entry.data["silenced_until"][command.device] = entry.clock() + seconds
+        return CommandResult("ack", value=seconds)
     if command.action != "write":
-        return CommandResult("nack", f"unknown action {command.action!r}; the simulator understands 'write'")
+        return CommandResult("nack", f"unknown action {command.action!r}; the simulator understands "
+                                     "'write' and 'silence'")
     if not cfg.writable:
         return CommandResult("nack", "points are read-only (writable: false)")
     if command.point not in {p.name for p in cfg.points}:

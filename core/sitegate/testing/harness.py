@@ -37,6 +37,11 @@ def write_site(folder: Path, text: str, *, name: str = "site.yaml", secrets: dic
     text = textwrap.dedent(text)
     if fast and "runtime:" not in text:
         text += FAST_RUNTIME
+    # Tests run side by side: every listening port is a free one unless the test says otherwise.
+    if "\napi:" not in text:
+        text += "api: {port: 0}\n"
+    if "\nobservability:" not in text:
+        text += "observability: {port: 0}\n"
     if "state_dir" not in text:
         text = text.replace("runtime:\n", f"runtime:\n  state_dir: {folder / '.sitegate'}\n", 1)
     path = folder / name

@@ -1,0 +1,92 @@
+"""One consistent picture of the site's counters, taken on the trio thread.
+
+Everything that exports numbers (Prometheus, `sitegate status`, the WebSocket
+API) reads a `Snapshot` rather than the live objects, so no reader ever races
+the event loop. Services (data plane, API, MQTT-SN gateway, ...) contribute by
+having a ``metrics()`` method that returns a list of `Metric`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import psutil
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..host import SiteHost
+
+
+@attrs.frozen
+class Metric:
+    """One sample: name (without the sitegate_ prefix), kind gauge|counter, labels, value, help."""
+
+    name: str
+    value: float
+    labels: dict[str, str] = attrs.Factory(dict)
+    kind: str = "gauge"
+    help: str = ""
+
+
+@attrs.frozen
+class Snapshot:
+    taken_at: float
+    site: str
+    entries: list[dict[str, Any]]
+    metrics: list[Metric]
+    ready: bool
+    not_ready: list[str]
+
+
+_PROCESS = psutil.Process(os.getpid())
+
+
+def take(host: "SiteHost") -> Snapshot:
+    """Read the host's state; call on the trio thread (trio.from_thread.run_sync from elsewhere)."""
+    m: list[Metric] = []
+    entries = host.entries()
+    for e in entries:
+        m.append(Metric("entry_up", 1.0 if e["state"] == "loaded" else 0.0, {"entry": e["id"], "domain": e["domain"]},
+                        help="1 when the entry is loaded"))
+        m.append(Metric("entry_state", 1.0, {"entry": e["id"], "domain": e["domain"], "state": e["state"]},
+                        help="the entry's lifecycle state (value always 1)"))
+        m.append(Metric("entry_retries_total", e["retries"], {"entry": e["id"]}, "counter", "setup retries"))
+        m.append(Metric("entry_readings_out_total", e["counters"].get("readings_out", 0), {"entry": e["id"]}, "counter",
+                        "readings an entry handed to the pipeline"))
+        m.append(Metric("entry_task_failures_total", e["counters"].get("task_failures", 0), {"entry": e["id"]},
+                        "counter", "tasks of the entry that raised while it was loaded"))
+    p = host.pipeline
+    m.append(Metric("readings_in_total", p.readings_in, kind="counter", help="readings accepted by the pipeline"))
+    m.append(Metric("batches_in_total", p.batches_in, kind="counter", help="batches accepted by the pipeline"))
+    m.append(Metric("pipeline_rejected_total", p.rejected, kind="counter", help="hand-overs refused under backpressure"))
+    wd = host.watchdog
+    for entry, seconds in wd.blocked.items():
+        m.append(Metric("loop_blocked_seconds_total", seconds, {"entry": entry}, "counter",
+                        "event-loop time held in steps longer than the watchdog threshold, per entry"))
+    m.append(Metric("loop_max_step_seconds", wd.max_lag, help="longest single event-loop step seen"))
+    m.append(Metric("events_total", host.events.emitted, kind="counter", help="events emitted on the bus"))
+    m.append(Metric("devices", len(host.devices.devices), help="devices declared by adapters"))
+    with _PROCESS.oneshot():
+        m.append(Metric("process_resident_bytes", _PROCESS.memory_info().rss, help="resident memory"))
+        cpu = _PROCESS.cpu_times()
+        m.append(Metric("process_cpu_seconds_total", cpu.user + cpu.system, kind="counter", help="CPU time used"))
+    m.append(Metric("uptime_seconds", time.time() - host.started_at, help="seconds since the site started"))
+    for name, service in list(host.services.items()):
+        fn = getattr(service, "metrics", None)
+        if fn is None:
+            continue
+        try:
+            m.extend(fn())
+        except Exception as exc:  # noqa: BLE001 - one broken exporter must not blank the scrape
+            m.append(Metric("exporter_errors", 1.0, {"service": name, "error": type(exc).__name__}))
+    not_ready = [f"entry {e['id']} is {e['state']}" + (f": {e['reason']}" if e["reason"] else "")
+                 for e in entries if e["state"] not in ("loaded", "setup_retry")]
+    for name, service in list(host.services.items()):
+        check = getattr(service, "ready", None)
+        if check is not None:
+            ok, why = check()
+            if not ok:
+                not_ready.append(f"{name}: {why}")
+    return Snapshot(time.time(), host.name, entries, m, not not_ready, not_ready)

@@ -1,0 +1,71 @@
+"""Operators' view: /metrics parses as Prometheus text, /healthz and /readyz tell the truth."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from sitegate.testing import Recorder, running_site, wait_for
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+async def test_metrics_scrape_parses_and_counts_readings(tmp_path):
+    site = """
+    site: t
+    entries:
+      - {id: sim, domain: simulator, config: {interval: 10ms, devices: 2}}
+    """
+    async with running_site(tmp_path, site) as host:
+        port = host.services["metrics_http"].port
+        await wait_for(lambda: host.pipeline.readings_in > 50)
+        status, text = await trio.to_thread.run_sync(_get, port, "/metrics")
+        assert status == 200
+        samples = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        assert samples[("sitegate_readings_in_total", ())] > 50
+        assert samples[("sitegate_entry_up", (("domain", "simulator"), ("entry", "sim")))] == 1.0
+        assert samples[("sitegate_process_resident_bytes", ())] > 10e6
+        # Labels stay bounded: nothing per reading or per point value.
+        assert all(len(labels) <= 4 for _, labels in samples)
+
+
+async def test_readyz_names_the_entry_that_is_not_ready(tmp_path):
+    site = """
+    site: t
+    entries:
+      - {id: ok, domain: simulator}
+      - {id: broken, domain: simulator, config: {devices: 0}}
+    """
+    async with running_site(tmp_path, site) as host:
+        port = host.services["metrics_http"].port
+        status, body = await trio.to_thread.run_sync(_get, port, "/healthz")
+        assert status == 200 and json.loads(body)["status"] == "alive"
+        status, body = await trio.to_thread.run_sync(_get, port, "/readyz")
+        doc = json.loads(body)
+        assert status == 503 and doc["entries"] == {"ok": "loaded", "broken": "setup_error"}
+        assert any("broken is setup_error" in p and "devices: expected at least 1" in p for p in doc["problems"])
+
+
+async def test_retrying_entry_counts_as_ready(tmp_path):
+    site = """
+    site: t
+    entries:
+      - {id: later, domain: simulator, config: {fail_setup: true}}
+    """
+    async with running_site(tmp_path, site) as host:
+        port = host.services["metrics_http"].port
+        status, body = await trio.to_thread.run_sync(_get, port, "/readyz")
+        assert status == 200, body
