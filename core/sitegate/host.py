@@ -68,6 +68,10 @@ class SiteHost:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                # The data plane (WAL, routes, delivery) comes first: nothing may be published before
+                # the WAL has seeded the sequence numbers.
+                from .dataplane import start_dataplane
+                await start_dataplane(self, nursery)
                 await self.apply(self.loaded)
                 task_status.started(self)
         finally:
@@ -117,6 +121,21 @@ class SiteHost:
             self.events.emit(Event("site.applied", "core", message=json.dumps(summary), data=summary))
             log.info("site %s applied: %s", site.site, ", ".join(f"{k} {len(v)}" for k, v in summary.items()))
             return summary
+
+    def advertise(self, name: str, url: str) -> None:
+        """Record where a local endpoint of this running site listens (runtime.json in the state folder),
+        so `sitegate status` and `sitegate diagnostics` can find it."""
+        path = self.state_dir / "runtime.json"
+        try:
+            doc = json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:
+            doc = {}
+        if doc.get("pid") != os.getpid():
+            doc = {"pid": os.getpid()}
+        doc[name] = url
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
+        os.replace(tmp, path)
 
     def _write_applied(self) -> None:
         path = self.state_dir / "applied.json"

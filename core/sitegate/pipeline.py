@@ -67,6 +67,12 @@ class Pipeline:
             if seq > self._next_seq.get(device, 0):
                 self._next_seq[device] = seq
 
+    def allocate(self, device: str, n: int) -> int:
+        """Reserve `n` sequence numbers of `device` for readings a processor produced; the first."""
+        seq = self._next_seq.get(device, 0)
+        self._next_seq[device] = seq + n
+        return seq
+
     def _stamp(self, batch: Batch) -> Batch:
         # Acceptance hands the batch over: it is stamped in place exactly once (a copy is
         # made only if an adapter publishes the same object twice). evolve() costs a whole
@@ -153,4 +159,10 @@ class Pipeline:
         if self.stage is None:
             self._observe(self._stamp(batch))
             return True
-        raise NotImplementedError("try_submit with a stage is provided by the data plane")
+        stamped = self._stamp(batch)
+        self._observe(stamped)
+        accept_nowait = getattr(self.stage, "accept_nowait", None)
+        if accept_nowait is None:
+            raise NotImplementedError(f"stage {type(self.stage).__name__} cannot accept without waiting")
+        accept_nowait(stamped)
+        return True

@@ -1,0 +1,222 @@
+"""Delivery to one sink: its cursors over the WAL, batching per priority, retries, dead letters.
+
+One `SinkDelivery` task per attached sink (plane.py starts and stops them).
+Each priority class has its own cursor, so critical readings never wait
+behind a backlog of normal ones; within a class, records go out in commit
+order, hence in order per device. A cursor moves only after `deliver` returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+import trio
+
+from ..model import Batch, Event, Severity
+from ..plugins import SinkError
+from .wal import CRITICAL, LOW, NORMAL, PRIORITY_NAMES, Record, encode_body, read_records
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .plane import DataPlane
+
+log = logging.getLogger(__name__)
+
+ONLINE, DEGRADED, OFFLINE = "online", "degraded", "offline"
+# Consecutive failed attempts after which a sink counts as offline rather than degraded.
+OFFLINE_AFTER = 3
+
+
+def backoff(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with jitter: a random delay in [d/2, d], d = initial * 2^(attempt-1) capped."""
+    d = min(cap, initial * (2 ** max(0, attempt - 1)))
+    return d * (0.5 + 0.5 * rng.random())
+
+
+def load_cursors(conn: sqlite3.Connection, sink: str) -> list[int]:
+    cursors = [0, 0, 0]
+    for prio, last in conn.execute("SELECT prio, last_id FROM wal_cursors WHERE sink=?", (sink,)):
+        cursors[prio] = last
+    return cursors
+
+
+class SinkDelivery:
+    def __init__(self, plane: "DataPlane", sink_id: str, sink: Any):
+        self.plane = plane
+        self.sink_id = sink_id
+        self.sink = sink
+        self.local = bool(getattr(sink, "local", False))
+        self.cursors = [0, 0, 0]
+        self.state = ONLINE
+        self.failures = 0                 # consecutive failed attempts
+        self.delivered_readings = 0
+        self.delivered_batches = 0
+        self.dead_letters = 0
+        self.withheld = 0                 # restricted raw readings kept from this (non-local) sink
+        self.last_error = ""
+        self._fresh = [0, 0, 0]           # readings committed since the last look, per priority
+        self._wake = trio.Event()
+        self._rng = random.Random()
+        self.scope = trio.CancelScope()
+        self._needle = f",{sink_id},"
+
+    # --- told by the plane -----------------------------------------------------------
+    def notify(self, prio_counts: Sequence[int]) -> None:
+        fresh = self._fresh
+        for i, c in enumerate(prio_counts):
+            fresh[i] += c
+        if fresh[CRITICAL] or fresh[NORMAL] >= self.plane.batch_readings or fresh[LOW] >= self.plane.batch_readings:
+            self._wake.set()
+
+    def describe(self) -> dict[str, Any]:
+        return {"sink": self.sink_id, "state": self.state, "failures": self.failures, "local": self.local,
+                "cursors": dict(zip(PRIORITY_NAMES, self.cursors)), "delivered_readings": self.delivered_readings,
+                "delivered_batches": self.delivered_batches, "dead_letters": self.dead_letters,
+                "withheld": self.withheld, "last_error": self.last_error}
+
+    # --- the task ------------------------------------------------------------------------
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        plane = self.plane
+        conn = plane.wal.reader()
+        try:
+            self.cursors = await trio.to_thread.run_sync(load_cursors, conn, self.sink_id)
+            task_status.started(self)
+            with self.scope:
+                while True:
+                    # Re-armed before looking, so a commit during the look is never missed.
+                    self._wake = trio.Event()
+                    self._fresh = [0, 0, 0]
+                    next_due = await self._pass(conn)
+                    if next_due is None:
+                        continue           # delivered something: look again at once, critical first
+                    with trio.move_on_after(max(0.0, next_due - time.time())):
+                        await self._wake.wait()
+        finally:
+            conn.close()
+
+    async def _pass(self, conn: sqlite3.Connection) -> float | None:
+        """Deliver the first due class (critical first); None if something was delivered, else when
+        the next class falls due (inf: nothing pending)."""
+        plane = self.plane
+        next_due = math.inf
+        now = time.time()
+        for prio in (CRITICAL, NORMAL, LOW):
+            records = await trio.to_thread.run_sync(read_records, conn, prio, self.cursors[prio],
+                                                    plane.fetch_records)
+            if not records:
+                continue
+            needle = self._needle
+            mine = [r for r in records if needle in r.targets]
+            if prio != CRITICAL and len(records) < plane.fetch_records:
+                readings = sum(r.n for r in mine)
+                due = records[0].created + plane.periods[prio]
+                if readings < plane.batch_readings and due > now and not plane.draining:
+                    next_due = min(next_due, due)
+                    continue
+            if mine:
+                await self._deliver(prio, mine)
+            self._advance(prio, records[-1].id)
+            return None
+        return next_due
+
+    def _advance(self, prio: int, last_id: int) -> None:
+        self.cursors[prio] = last_id
+        sink = self.sink_id
+        self.plane.wal.call_nowait(lambda c: c.execute(
+            "INSERT INTO wal_cursors(sink, prio, last_id, updated) VALUES(?, ?, ?, ?) "
+            "ON CONFLICT(sink, prio) DO UPDATE SET last_id=excluded.last_id, updated=excluded.updated",
+            (sink, prio, last_id, time.time())))
+
+    # --- delivering -------------------------------------------------------------------
+    async def _deliver(self, prio: int, records: list[Record]) -> None:
+        batches = [r.batch() for r in records]
+        guard = self.plane.privacy
+        if not self.local and guard.active():
+            before = guard.withheld
+            batches = [part for b in batches for part in guard.filter(b)]
+            self.withheld += guard.withheld - before
+            if not batches:
+                return
+        await self._deliver_isolating(prio, batches)
+
+    async def _deliver_isolating(self, prio: int, batches: list[Batch]) -> None:
+        """Deliver; on a permanent rejection, halve until the poison reading is alone, then dead-letter it."""
+        error = await self._send(batches)
+        if error is None:
+            return
+        if len(batches) > 1:
+            half = len(batches) // 2
+            await self._deliver_isolating(prio, batches[:half])
+            await self._deliver_isolating(prio, batches[half:])
+            return
+        b = batches[0]
+        if len(b) > 1:
+            half = len(b) // 2
+            await self._deliver_isolating(prio, [_part(b, 0, half)])
+            await self._deliver_isolating(prio, [_part(b, half, len(b))])
+            return
+        self._dead_letter(prio, b, error)
+
+    async def _send(self, batches: list[Batch]) -> SinkError | None:
+        """Deliver, retrying transient failures with backoff; the permanent error, or None once delivered."""
+        while True:
+            try:
+                await self.sink.deliver(batches)
+            except SinkError as exc:
+                if exc.permanent:
+                    self._succeeded()      # the sink answered: it is reachable
+                    return exc
+                error: BaseException = exc
+            except Exception as exc:  # noqa: BLE001 - a sink bug is retried, logged, and shown in its state
+                error = exc
+                log.warning("sink %s raised %s: %s (treated as transient)", self.sink_id, type(exc).__name__, exc)
+            else:
+                self._succeeded()
+                self.delivered_batches += len(batches)
+                self.delivered_readings += sum(len(b) for b in batches)
+                return None
+            self.failures += 1
+            self.last_error = f"{type(error).__name__}: {error}"
+            self._set_state(OFFLINE if self.failures >= OFFLINE_AFTER else DEGRADED, self.last_error)
+            await trio.sleep(backoff(self.failures, self.plane.retry_initial, self.plane.retry_max, self._rng))
+
+    def _succeeded(self) -> None:
+        if self.failures or self.state != ONLINE:
+            self.failures = 0
+            self._set_state(ONLINE, "delivered")
+
+    def _set_state(self, state: str, reason: str) -> None:
+        if state == self.state:
+            return
+        old, self.state = self.state, state
+        level = logging.INFO if state == ONLINE else logging.WARNING
+        log.log(level, "sink %s: %s -> %s (%s)", self.sink_id, old, state, reason)
+        self.plane.emit(Event("sink.state", self.sink_id,
+                              severity=Severity.INFO if state == ONLINE else Severity.WARNING,
+                              message=f"{old} -> {state}: {reason}",
+                              data={"sink": self.sink_id, "from": old, "state": state, "reason": reason,
+                                    "failures": self.failures}))
+
+    def _dead_letter(self, prio: int, b: Batch, error: SinkError) -> None:
+        self.dead_letters += len(b)
+        body = encode_body(b.points, b.values, b.timestamps, b.quality, b.source)
+        row = (self.sink_id, prio, b.device, b.seq, len(b), str(error), time.time(), body)
+        self.plane.wal.call_nowait(lambda c: c.execute(
+            "INSERT INTO dead_letters(sink, prio, device, seq, n, error, failed_at, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row))
+        log.warning("sink %s rejected %s seq %d permanently (%s): moved to the dead-letter table",
+                    self.sink_id, b.device, b.seq, error)
+        self.plane.emit(Event("sink.dead_letter", self.sink_id, b.device, b.points[0], Severity.WARNING,
+                              f"rejected permanently: {error}",
+                              {"sink": self.sink_id, "device": b.device, "seq": b.seq, "readings": len(b),
+                               "error": str(error)}))
+
+
+def _part(b: Batch, start: int, end: int) -> Batch:
+    q = b.quality
+    return Batch(b.device, b.points[start:end], b.values[start:end], b.timestamps[start:end],
+                 None if q is None else q[start:end], b.source, b.seq + start)

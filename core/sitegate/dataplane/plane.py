@@ -1,0 +1,267 @@
+"""The data plane of one site: WAL, route stage, per-sink delivery, retention, wired to a SiteHost.
+
+`start_dataplane(host, nursery)` opens the site's SQLite file, seeds the
+pipeline's sequence numbers from it, compiles the routes (resolving each
+processor once), installs the stage, and follows sinks as their entries load
+and unload. SiteHost.run starts it before any entry, so nothing is published
+before the WAL is there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..config.schema import Site
+from ..errors import ConfigError, PluginLoadError
+from ..model import Event, Severity
+from ..plugins import ProcessorContext
+from ..structure import converter, structure
+from .delivery import SinkDelivery
+from .privacy import PrivacyGuard
+from .retention import Retention, read_drops
+from .routes import RouteTable, compile_route
+from .stage import RouteStage
+from .wal import CRITICAL, LOW, NORMAL, WriteAheadLog
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..host import SiteHost
+
+log = logging.getLogger(__name__)
+
+WAL_FILE = "site.sqlite"
+
+
+class DataPlane:
+    # Delivery batching: a class is delivered once this many readings wait, or its period is up.
+    batch_readings = 5000
+    fetch_records = 1000
+    retention_every = 1.0
+    flush_every = 1.0
+
+    def __init__(self, host: "SiteHost"):
+        self.host = host
+        site: Site = host.loaded.site
+        self.wal = WriteAheadLog(host.state_dir / WAL_FILE,
+                                 synchronous="FULL" if site.durability == "power-loss" else "NORMAL")
+        self.deliveries: dict[str, SinkDelivery] = {}
+        self.draining = False
+        self._routes_key: Any = None
+        self._nursery: trio.Nursery | None = None
+        self.table = RouteTable([], host.devices.point)
+        self.stage = RouteStage(self.table, self.wal, host.pipeline, self.emit)
+        self.drops: dict[str, int] = {}              # "<prio>/<reason>" -> readings dropped, this run
+        self._configure(site)
+
+    def emit(self, event: Event) -> None:
+        self.host.events.emit(event)
+
+    def _configure(self, site: Site) -> None:
+        st = site.storage
+        self.periods = {CRITICAL: 0.0, NORMAL: float(st.normal_period), LOW: float(st.low_period)}
+        self.retry_initial = float(st.retry_initial)
+        self.retry_max = float(st.retry_max)
+        self.privacy = PrivacyGuard(st.privacy.restricted, st.privacy.allow_raw, self.host.devices.point)
+        ttl = (float(st.ttl.critical), float(st.ttl.normal), float(st.ttl.low))
+        if not hasattr(self, "retention"):
+            self.retention = Retention(self.wal, budget=int(st.budget), ttl=ttl)
+            self.wal.after_append = self.retention.enforce_budget
+            self.wal.on_after = self._budget_report
+        else:
+            self.retention.budget, self.retention.ttl = int(st.budget), ttl
+        if st.privacy.allow_raw:
+            log.warning("site %s: storage.privacy.allow_raw is true: restricted points may leave the site raw",
+                        site.site)
+
+    # --- start and stop --------------------------------------------------------------
+    async def start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        await trio.to_thread.run_sync(self.wal.open)
+        self.wal.start()
+        self.host.pipeline.seed_sequences(self.wal.next_seq)
+        self.wal.on_commit.append(self._committed)
+        self.rebuild_routes()
+        self.host.on_apply.append(self._on_apply)
+        self.host.events.add_callback(self._on_event)
+        self.host.services["dataplane"] = self
+        for sink_id, sink in list(self.host.sinks.items()):
+            self._attach(sink_id, sink)
+        nursery.start_soon(self._flush_loop, name="dataplane:flush")
+        nursery.start_soon(self._retention_loop, name="dataplane:retention")
+
+    async def aclose(self) -> None:
+        """Stop delivery, store what processors still hold, commit, close the file."""
+        for d in list(self.deliveries.values()):
+            d.scope.cancel()
+        self.deliveries.clear()
+        if self.host.pipeline.stage is self.stage:
+            self.host.pipeline.stage = None
+        if not self.wal.closed:
+            await self.wal.aclose()
+
+    # --- routes ----------------------------------------------------------------------
+    def _on_apply(self, host: "SiteHost") -> None:
+        self._configure(host.loaded.site)
+        self.rebuild_routes()
+
+    def rebuild_routes(self) -> None:
+        """Compile the site's routes; processors are created (and their state reset) only when routes changed."""
+        site: Site = self.host.loaded.site
+        key = converter.unstructure(site.routes)
+        if key == self._routes_key:
+            return
+        compiled = []
+        for i, route in enumerate(site.routes):
+            cr = compile_route(i, route)
+            try:
+                cr.steps = [self._create_step(i, j, step, cr.name) for j, step in enumerate(route.through)]
+            except (ConfigError, PluginLoadError, ValueError, TypeError) as exc:
+                # `sitegate check` reports this before a site runs; at run time the route is left out, loudly.
+                log.error("route %s left out: %s", cr.name, exc)
+                self.emit(Event("route.error", "core", severity=Severity.CRITICAL,
+                                message=f"route {cr.name} left out: {exc}", data={"route": cr.name}))
+                continue
+            compiled.append(cr)
+        self.table.routes = compiled
+        self.table.invalidate()
+        self._routes_key = key
+        self.host.pipeline.stage = self.stage if compiled else None
+
+    def _create_step(self, i: int, j: int, step: Any, route_name: str) -> Any:
+        path = f"routes[{i}].through[{j}]"
+        if not isinstance(step, dict) or len(step) != 1:
+            raise ConfigError(f"{path}: expected a one-key mapping {{processor type: {{parameters}}}}")
+        (name, params), = step.items()
+        found = self._processor_type(str(name))
+        if found is None:
+            raise ConfigError(f"{path}: unknown processor type {name!r}")
+        _, ptype = found
+        args = None
+        if ptype.params is not None:
+            args = structure({} if params is None else params, ptype.params, path=f"{path}.{name}",
+                             file=str(self.host.loaded.path))
+        ctx = ProcessorContext(site=self.host.name, route=route_name, emit=self.emit, clock=self.host.clock)
+        return ptype.create(args, ctx)
+
+    def _processor_type(self, name: str):
+        loader = self.host.loader
+        found = loader.processor_type(name)
+        if found is not None:
+            return found
+        # Processor integrations are used through routes: load the site's pinned ones and the one named.
+        available = loader.source.available()
+        wanted = {d for d in (*self.host.loaded.site.plugins, name)
+                  if d in available and "processor" in available[d].kinds}
+        for domain in loader.plan(wanted):
+            loader.load_one(domain)
+        return loader.processor_type(name)
+
+    # --- sinks -----------------------------------------------------------------------
+    def _on_event(self, event: Event) -> None:
+        if event.kind == "sink.attached":
+            sink = self.host.sinks.get(event.source)
+            if sink is not None:
+                self._attach(event.source, sink)
+        elif event.kind == "sink.detached":
+            d = self.deliveries.pop(event.source, None)
+            if d is not None:
+                d.scope.cancel()
+        elif event.kind == "device.declared":
+            # Tags and restricted flags may have changed: decide again.
+            self.table.invalidate()
+            self.privacy.invalidate()
+
+    def _attach(self, sink_id: str, sink: Any) -> None:
+        old = self.deliveries.pop(sink_id, None)
+        if old is not None:
+            old.scope.cancel()
+        if self._nursery is None or self.wal.closed:
+            return
+        d = SinkDelivery(self, sink_id, sink)
+        self.deliveries[sink_id] = d
+        self._nursery.start_soon(self._run_delivery, d, name=f"dataplane:deliver:{sink_id}")
+
+    async def _run_delivery(self, d: SinkDelivery) -> None:
+        try:
+            await d.run()
+        except Exception as exc:  # noqa: BLE001 - one sink's failure must not take the site down
+            log.exception("delivery to %s stopped", d.sink_id)
+            self.emit(Event("sink.state", d.sink_id, severity=Severity.CRITICAL,
+                            message=f"delivery stopped: {type(exc).__name__}: {exc}",
+                            data={"sink": d.sink_id, "from": d.state, "state": "offline", "reason": str(exc)}))
+        finally:
+            if self.deliveries.get(d.sink_id) is d:
+                del self.deliveries[d.sink_id]
+
+    def _committed(self, prio_counts: list[int]) -> None:
+        for d in self.deliveries.values():
+            d.notify(prio_counts)
+
+    # --- time-driven work ------------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        next_tick = trio.current_time()
+        while True:
+            next_tick += self.flush_every
+            await trio.sleep_until(next_tick)
+            rows = self.stage.flush_rows(self.host.clock())
+            if rows:
+                await self.wal.append(rows)
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await trio.sleep(self.retention_every)
+            await self.retain()
+
+    async def retain(self) -> dict[str, int]:
+        """Run retention now (acknowledged and expired records); readings expired per priority."""
+        sinks = self.table.sinks()
+        expired = await self.wal.call(lambda conn: self.retention.retain(conn, sinks, time.time()))
+        if expired:
+            for prio, n in expired.items():
+                self.drops[f"{prio}/ttl"] = self.drops.get(f"{prio}/ttl", 0) + n
+            self.emit(Event("storage.drop", "core", severity=Severity.WARNING,
+                            message="expired before delivery: " + ", ".join(f"{n} {p}" for p, n in expired.items()),
+                            data={"reason": "ttl", "readings": expired}))
+        return expired
+
+    def _budget_report(self, report: dict[str, Any]) -> None:
+        dropped = report["dropped"]
+        for prio, n in dropped.items():
+            self.drops[f"{prio}/budget"] = self.drops.get(f"{prio}/budget", 0) + n
+        if dropped:
+            self.emit(Event("storage.drop", "core", severity=Severity.WARNING,
+                            message="disk budget reached, dropped oldest: " +
+                                    ", ".join(f"{n} {p}" for p, n in dropped.items()),
+                            data={"reason": "budget", "readings": dropped, "bytes": report["bytes"]}))
+        if report["over_budget"]:
+            self.emit(Event("storage.over_budget", "core", severity=Severity.CRITICAL,
+                            message="only critical readings are stored and they exceed the disk budget; "
+                                    "they are kept", data={"bytes": report["bytes"]}))
+
+    # --- questions ----------------------------------------------------------------------
+    async def drop_counts(self) -> dict[str, dict[str, int]]:
+        """Every drop recorded in the file (all runs), by "<priority>/<reason>"."""
+        return await self.wal.call(read_drops)
+
+    def describe(self) -> dict[str, Any]:
+        live = self.wal.live
+        return {"wal": str(self.wal.path), "synchronous": self.wal.synchronous,
+                "stored": {p: {"records": live[i][0], "readings": live[i][1], "bytes": live[i][2]}
+                           for i, p in enumerate(("critical", "normal", "low"))},
+                "committed_readings": self.wal.committed_readings, "unrouted": self.table.unrouted,
+                "drops": dict(self.drops), "privacy_withheld": self.privacy.withheld,
+                "sinks": {k: d.describe() for k, d in self.deliveries.items()}}
+
+
+async def start_dataplane(host: "SiteHost", nursery: trio.Nursery) -> DataPlane:
+    """Start the data plane for `host` in `nursery` (once; later calls return the running one)."""
+    existing = host.services.get("dataplane")
+    if existing is not None:
+        return existing
+    plane = DataPlane(host)
+    await plane.start(nursery)
+    return plane

@@ -1,0 +1,358 @@
+"""The write-ahead log: one SQLite file per site, written by one thread with group commit.
+
+The stage (stage.py) hands records here and waits for the commit; delivery
+(delivery.py) reads them back per sink and moves cursors; retention and the
+disk budget (retention.py) delete through the same writer, so every change to
+the file is serialised in one thread and committed in groups.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import marshal
+import queue
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import attrs
+import trio
+
+from ..model import Batch
+
+log = logging.getLogger(__name__)
+
+CRITICAL, NORMAL, LOW = 0, 1, 2
+PRIORITY_NAMES = ("critical", "normal", "low")
+PRIORITY_OF = {name: i for i, name in enumerate(PRIORITY_NAMES)}
+
+# Rough per-row cost beside the body (key, columns, index entry): used by the disk budget.
+ROW_OVERHEAD = 64
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS wal_records(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    prio INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    targets TEXT NOT NULL,
+    created REAL NOT NULL,
+    size INTEGER NOT NULL,
+    body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS wal_records_prio ON wal_records(prio, id);
+CREATE TABLE IF NOT EXISTS wal_cursors(
+    sink TEXT NOT NULL, prio INTEGER NOT NULL, last_id INTEGER NOT NULL, updated REAL NOT NULL,
+    PRIMARY KEY(sink, prio));
+CREATE TABLE IF NOT EXISTS wal_sequences(device TEXT PRIMARY KEY, next_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS wal_drops(
+    prio INTEGER NOT NULL, reason TEXT NOT NULL, records INTEGER NOT NULL, readings INTEGER NOT NULL,
+    PRIMARY KEY(prio, reason));
+CREATE TABLE IF NOT EXISTS dead_letters(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    prio INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    failed_at REAL NOT NULL,
+    body BLOB NOT NULL);
+"""
+
+
+# --- record bodies: the batch's columns, packed once at append --------------------------
+
+def encode_body(points: Sequence[str], values: Sequence[Any], timestamps: Sequence[float],
+                quality: Sequence[int] | None, source: str) -> bytes:
+    """Columns as bytes. marshal is several times faster than JSON for lists of numbers and
+    strings; values marshal cannot carry (rare: adapter-specific objects) fall back to JSON."""
+    cols = (points, values, timestamps, quality, source)
+    try:
+        return b"M" + marshal.dumps(cols)
+    except ValueError:
+        return b"J" + json.dumps([list(points), list(values), list(timestamps),
+                                  None if quality is None else list(quality), source], default=str).encode()
+
+
+def decode_body(body: bytes) -> tuple[list, list, list, list | None, str]:
+    tag = body[:1]
+    if tag == b"M":
+        return marshal.loads(memoryview(body)[1:])
+    if tag == b"J":
+        return tuple(json.loads(body[1:]))  # type: ignore[return-value]
+    raise ValueError(f"WAL record body has unknown encoding {tag!r}")
+
+
+def batch_of(device: str, seq: int, body: bytes) -> Batch:
+    points, values, stamps, quality, source = decode_body(body)
+    return Batch(device, points, values, stamps, quality, source, seq)
+
+
+@attrs.frozen(slots=True)
+class Record:
+    """One committed batch as stored: `targets` is the set of sink ids it goes to."""
+
+    id: int
+    prio: int
+    device: str
+    seq: int
+    n: int
+    targets: str
+    created: float
+    size: int
+    body: bytes
+
+    def batch(self) -> Batch:
+        return batch_of(self.device, self.seq, self.body)
+
+
+def targets_text(sinks: Iterable[str]) -> str:
+    # ",a,b," so membership is a substring test on the stored text, with no parsing per row.
+    return "," + ",".join(sorted(sinks)) + ","
+
+
+def connect(path: Path | str, synchronous: str = "NORMAL", *, timeout: float = 30.0) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+class WalClosed(Exception):
+    """The WAL was closed before the operation committed."""
+
+
+class _Op:
+    __slots__ = ("rows", "fn", "done", "result", "error", "prio_counts")
+
+    def __init__(self, rows=None, fn=None, done=None):
+        self.rows = rows              # append: list of row tuples (without id)
+        self.fn = fn                  # call: fn(conn) -> result, inside the group's transaction
+        self.done = done              # trio-side callback(op), or None for fire-and-forget
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+_STOP = object()
+
+
+class WriteAheadLog:
+    """The site's SQLite file and its writer thread.
+
+    `append` returns once the rows are committed (group commit: every op queued
+    while the previous commit ran is written in the next transaction).
+    `synchronous` is NORMAL (survives a process crash) or FULL (also power loss).
+    """
+
+    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL", max_group: int = 20000):
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous: expected NORMAL or FULL, got {synchronous!r}")
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.max_group = max_group
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self.pending_readings = 0           # queued but not committed (backpressure)
+        self.committed_groups = 0
+        self.committed_records = 0
+        self.committed_readings = 0
+        # Called on the trio thread after each commit with readings committed per priority.
+        self.on_commit: list[Callable[[list[int]], None]] = []
+        # Hooks the writer thread runs after each group's appends, inside the transaction
+        # (the disk budget), given the connection; may return a value for on_after.
+        self.after_append: Callable[[sqlite3.Connection], Any] | None = None
+        self.on_after: Callable[[Any], None] | None = None
+        self.closed = False
+        self.next_seq: dict[str, int] = {}
+        # Records, readings and bytes stored per priority; kept by the writer thread only.
+        self.live: list[list[int]] = [[0, 0, 0], [0, 0, 0], [0, 0, 0]]
+
+    # --- lifecycle ---------------------------------------------------------------
+    def open(self) -> None:
+        """Create the schema and read the sequence numbers (blocking; call before start)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = connect(self.path, self.synchronous)
+        self.next_seq = dict(self._conn.execute("SELECT device, next_seq FROM wal_sequences"))
+        for prio, count, readings, size in self._conn.execute(
+                "SELECT prio, count(*), sum(n), sum(size) FROM wal_records GROUP BY prio"):
+            self.live[prio] = [count, readings or 0, (size or 0) + count * ROW_OVERHEAD]
+
+    def start(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._thread = threading.Thread(target=self._run, name=f"wal-writer:{self.path.name}", daemon=True)
+        self._thread.start()
+
+    async def aclose(self) -> None:
+        """Commit what is queued, then stop the writer thread."""
+        if self.closed:
+            return
+        self.closed = True
+        self._queue.put(_STOP)
+        if self._thread is not None:
+            await trio.to_thread.run_sync(self._thread.join)
+        self._conn.close()
+
+    def reader(self) -> sqlite3.Connection:
+        """A connection for reading (delivery, queries); one per task that reads."""
+        conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA query_only=1")
+        return conn
+
+    # --- writing -----------------------------------------------------------------
+    async def append(self, rows: list[tuple]) -> None:
+        """Append rows (prio, device, seq, n, targets, created, size, body); return once committed."""
+        event = trio.Event()
+        op = _Op(rows=rows, done=lambda _op: event.set())
+        self._put(op, sum(r[3] for r in rows))
+        await event.wait()
+        if op.error is not None:
+            raise op.error
+
+    def append_nowait(self, rows: list[tuple], done: Callable[[_Op], None] | None = None) -> None:
+        self._put(_Op(rows=rows, done=done), sum(r[3] for r in rows))
+
+    async def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn(conn)`` in the writer thread inside the next group's transaction; its result."""
+        event = trio.Event()
+        op = _Op(fn=fn, done=lambda _op: event.set())
+        self._put(op, 0)
+        await event.wait()
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    def call_nowait(self, fn: Callable[[sqlite3.Connection], Any], done: Callable[[_Op], None] | None = None) -> None:
+        self._put(_Op(fn=fn, done=done), 0)
+
+    def _put(self, op: _Op, readings: int) -> None:
+        if self.closed:
+            raise WalClosed(f"{self.path}: the WAL is closed")
+        self.pending_readings += readings
+        self._queue.put(op)
+
+    # --- the writer thread ---------------------------------------------------------
+    def _run(self) -> None:
+        conn = self._conn
+        q = self._queue
+        stop = False
+        while not stop:
+            first = q.get()
+            if first is _STOP:
+                break
+            ops = [first]
+            readings = 0
+            while len(ops) < self.max_group:
+                try:
+                    op = q.get_nowait()
+                except queue.Empty:
+                    break
+                if op is _STOP:
+                    stop = True
+                    break
+                ops.append(op)
+            try:
+                prio_counts, readings = self._write_group(conn, ops)
+            except BaseException as exc:  # noqa: BLE001 - report to every waiter, keep the thread alive
+                log.exception("WAL commit failed")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                for op in ops:
+                    op.error = exc
+                prio_counts, readings = [0, 0, 0], 0
+                after = None
+            else:
+                after = self._after
+            self._report(ops, prio_counts, readings, after)
+
+    def _write_group(self, conn: sqlite3.Connection, ops: list[_Op]) -> tuple[list[int], int]:
+        conn.execute("BEGIN IMMEDIATE")
+        prio_counts = [0, 0, 0]
+        rows: list[tuple] = []
+        seqs = self.next_seq
+        touched: dict[str, int] = {}
+        for op in ops:
+            if op.rows is not None:
+                live = self.live
+                for r in op.rows:
+                    prio_counts[r[0]] += r[3]
+                    stat = live[r[0]]
+                    stat[0] += 1
+                    stat[1] += r[3]
+                    stat[2] += r[6] + ROW_OVERHEAD
+                    end = r[2] + r[3]
+                    if end > touched.get(r[1], -1):
+                        touched[r[1]] = end
+                rows.extend(op.rows)
+            else:
+                if rows:    # keep the order of appends and calls
+                    self._insert(conn, rows)
+                    rows = []
+                try:
+                    op.result = op.fn(conn)
+                except Exception as exc:  # noqa: BLE001 - the caller gets it; the group still commits
+                    op.error = exc
+        if rows:
+            self._insert(conn, rows)
+        if touched:
+            upd = [(d, s) for d, s in touched.items() if s > seqs.get(d, -1)]
+            if upd:
+                conn.executemany(
+                    "INSERT INTO wal_sequences(device, next_seq) VALUES(?, ?) ON CONFLICT(device) "
+                    "DO UPDATE SET next_seq=max(next_seq, excluded.next_seq)", upd)
+                for d, s in upd:
+                    seqs[d] = s
+        self._after = self.after_append(conn) if (self.after_append is not None and any(prio_counts)) else None
+        conn.execute("COMMIT")
+        return prio_counts, sum(prio_counts)
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+        conn.executemany("INSERT INTO wal_records(prio, device, seq, n, targets, created, size, body) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def _report(self, ops: list[_Op], prio_counts: list[int], readings: int, after: Any) -> None:
+        def on_trio() -> None:
+            self.pending_readings -= sum(op.rows and sum(r[3] for r in op.rows) or 0 for op in ops)
+            self.committed_groups += 1
+            self.committed_readings += readings
+            self.committed_records += sum(len(op.rows) for op in ops if op.rows)
+            for op in ops:
+                if op.done is not None:
+                    op.done(op)
+            if after is not None and self.on_after is not None:
+                self.on_after(after)
+            if readings:
+                for fn in self.on_commit:
+                    fn(prio_counts)
+        try:
+            assert self._token is not None
+            self._token.run_sync_soon(on_trio)
+        except trio.RunFinishedError:
+            pass
+
+    _after: Any = None
+
+
+def make_rows(prio: int, targets: str, device: str, seq: int, points, values, stamps, quality, source: str,
+              created: float) -> tuple:
+    body = encode_body(points, values, stamps, quality, source)
+    return (prio, device, seq, len(points), targets, created, len(body), body)
+
+
+def read_records(conn: sqlite3.Connection, prio: int, after_id: int, limit: int) -> list[Record]:
+    """Records of one priority after a cursor, oldest first."""
+    cur = conn.execute("SELECT id, prio, device, seq, n, targets, created, size, body FROM wal_records "
+                       "WHERE prio=? AND id>? ORDER BY id LIMIT ?", (prio, after_id, limit))
+    return [Record(*row) for row in cur]
+
+
+def now() -> float:
+    return time.time()
