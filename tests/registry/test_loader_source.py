@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sitegate.errors import SitegateError
 from sitegate.loader import Loader
 from sitegate.registry import PluginRefused, RegistrySource
 
@@ -23,7 +24,31 @@ def test_loader_runs_no_code_of_a_tampered_install(lab):
     lab.store().install("alpha")
     init = lab.store().package_dir("alpha", "1.0.0") / "__init__.py"
     init.write_text(init.read_text() + "\n# injected\n")
-    with pytest.raises(PluginRefused) as info:
-        Loader(RegistrySource(lab.repo.path, lab.state, {}, actor="test")).load(["alpha"])
-    assert info.value.check == "installed-files" and "alpha" in str(info.value)
+    source = RegistrySource(lab.repo.path, lab.state, {}, actor="test")
+    with pytest.raises(SitegateError):
+        Loader(source).load(["alpha"])
     assert lab.ran() == []
+    assert source.refused["alpha"].check == "installed-files"
+    [problem] = source.problems()
+    assert "plugin 'alpha': refused (installed-files)" in problem.message
+
+
+def test_one_refused_plugin_leaves_the_others_usable(lab):
+    lab.publish("good")
+    lab.publish("bad", requires=">=2.0,<3")
+    lab.publish("needs_bad", dependencies=["bad"])
+    source = RegistrySource(lab.repo.path, lab.state, {"good": "", "bad": "", "needs_bad": ""}, actor="test")
+    assert list(source.available()) == ["good"]
+    problems = {p.file.split("/")[-2]: p.message for p in source.problems()}
+    assert set(problems) == {"bad", "needs_bad"}
+    assert "refused (core-api)" in problems["bad"] and "needs 'bad', which was refused (core-api)" in problems["needs_bad"]
+    with pytest.raises(PluginRefused):
+        source.locate("bad")
+    Loader(source).load(["good"])
+    assert lab.ran() == ["good-1.0.0"]
+
+
+def test_version_pin_given_as_a_number_is_understood(lab):
+    lab.publish("alpha", "1.0.0")
+    source = RegistrySource(lab.repo.path, lab.state, {"alpha": 1.0}, actor="test")
+    assert source.prepare()["alpha"].version == "1.0.0"

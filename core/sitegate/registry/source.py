@@ -11,35 +11,85 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+from ..errors import Issue
 from ..manifest import Manifest
 from ..structure import structure
 from .errors import PluginRefused
 from .store import InstalledPlugin, PluginStore
 
 
-def _load_order(store: PluginStore, plugins: Mapping[str, InstalledPlugin]) -> list[str]:
+def _resolve(store: PluginStore, pins: Mapping[str, str], skip: bool
+             ) -> tuple[dict[str, InstalledPlugin], dict[str, PluginRefused]]:
+    """Every pinned plugin and its dependencies, verified: (usable in load order, refused by domain).
+
+    A plugin whose dependency is missing or refused is refused too, as is every
+    member of a dependency cycle; the rest stay usable.
+    """
+    wanted = {d: "" if s is None else str(s) for d, s in pins.items()}
+    found: dict[str, InstalledPlugin] = {}
+    refused: dict[str, PluginRefused] = {}
+    queue = list(wanted)
+    while queue:
+        domain = queue.pop(0)
+        try:
+            plugin = store.load_unverified(domain) if skip else store.ensure(domain, wanted[domain])
+        except PluginRefused as exc:
+            refused[domain] = exc
+            continue
+        found[domain] = plugin
+        for dep in plugin.manifest.get("dependencies", []):
+            if dep not in wanted:
+                wanted[dep] = ""
+                queue.append(dep)
+
+    def refuse(domain: str, detail: str) -> None:
+        refused[domain] = store._refuse("load", PluginRefused(domain, "dependencies", detail))
+        found.pop(domain, None)
+
+    changed = True
+    while changed:  # a refusal propagates to everything that needs the refused plugin
+        changed = False
+        for domain, plugin in sorted(found.items()):
+            for dep in plugin.manifest.get("dependencies", []):
+                if dep in refused:
+                    why = refused[dep]
+                    if why.check == "not-found" and dep not in found:
+                        refuse(domain, f"missing dependency: {domain} needs {dep!r}, which is neither installed "
+                                       f"nor signed in the registry ({why.detail})")
+                    else:
+                        refuse(domain, f"{domain} needs {dep!r}, which was refused ({why.check})")
+                    changed = True
+                    break
+
     order: list[str] = []
     done: set[str] = set()
 
-    def visit(domain: str, chain: tuple[str, ...]) -> None:
+    def visit(domain: str, chain: tuple[str, ...]) -> bool:
         if domain in done:
-            return
+            return True
+        if domain in refused:
+            return False
         if domain in chain:
-            cycle = " -> ".join(chain[chain.index(domain):] + (domain,))
-            exc = PluginRefused(chain[chain.index(domain)], "dependencies", f"dependency cycle: {cycle}")
-            raise store._refuse("load", exc) from None
-        manifest = plugins[domain].manifest
-        for dep in manifest.get("dependencies", []):
-            visit(dep, chain + (domain,))
-        for dep in manifest.get("after_dependencies", []):
-            if dep in plugins:  # ordering only, as in Home Assistant
-                visit(dep, chain + (domain,))
+            members = list(chain[chain.index(domain):])
+            for i, member in enumerate(members):
+                loop = members[i:] + members[:i] + [member]  # each member sees the cycle from itself
+                refuse(member, f"dependency cycle: {' -> '.join(loop)}")
+            return False
+        plugin = found[domain]
+        deps = list(plugin.manifest.get("dependencies", []))
+        deps += [d for d in plugin.manifest.get("after_dependencies", []) if d in found]  # ordering only
+        for dep in deps:
+            if not visit(dep, chain + (domain,)):
+                if domain not in refused:
+                    refuse(domain, f"{domain} needs {dep!r}, which was refused ({refused[dep].check})")
+                return False
         done.add(domain)
         order.append(domain)
+        return True
 
-    for domain in sorted(plugins):
+    for domain in sorted(found):
         visit(domain, ())
-    return order
+    return {d: found[d] for d in order if d in found}, refused
 
 
 def prepare_plugins(registry_dir: Path, state_dir: Path, pins: Mapping[str, str], *, actor: str | None = None,
@@ -47,36 +97,17 @@ def prepare_plugins(registry_dir: Path, state_dir: Path, pins: Mapping[str, str]
                     _skip_verification_for_tests: bool = False) -> dict[str, InstalledPlugin]:
     """Verified plugins for `pins` ({domain: version or range, "" for any}) and their dependencies, in load order.
 
-    Raises `PluginRefused` naming the plugin and the failed check; nothing is
-    imported here. `_skip_verification_for_tests` exists for the benchmark's
-    baseline only: it reads installed folders without any check.
+    Raises `PluginRefused` naming the plugin and the failed check (the first
+    pinned plugin refused); nothing is imported here. `RegistrySource` is the
+    lenient form that keeps the usable plugins. `_skip_verification_for_tests`
+    exists for the benchmark's baseline only: it reads installs without any check.
     """
     store = PluginStore(state_dir, registry_dir, actor=actor, core_api=core_api, root=root)
-    wanted = {d: s or "" for d, s in pins.items()}
-    needed_by: dict[str, str] = {}
-    found: dict[str, InstalledPlugin] = {}
-    queue = list(wanted)
-    while queue:
-        domain = queue.pop(0)
-        try:
-            if _skip_verification_for_tests:
-                plugin = store.load_unverified(domain)
-            else:
-                plugin = store.ensure(domain, wanted[domain])
-        except PluginRefused as exc:
-            if domain in needed_by and exc.check == "not-found":
-                parent = needed_by[domain]
-                dep_exc = PluginRefused(parent, "dependencies", f"missing dependency: {parent} needs {domain!r}, "
-                                        f"which is neither installed nor signed in the registry ({exc.detail})")
-                raise store._refuse("load", dep_exc) from None
-            raise
-        found[domain] = plugin
-        for dep in plugin.manifest.get("dependencies", []):
-            if dep not in wanted:
-                wanted[dep] = ""
-                needed_by[dep] = domain
-                queue.append(dep)
-    return {d: found[d] for d in _load_order(store, found)}
+    found, refused = _resolve(store, pins, _skip_verification_for_tests)
+    if refused:
+        first = next((d for d in pins if d in refused), next(iter(refused)))
+        raise refused[first]
+    return found
 
 
 def verify_and_install(registry_dir: Path, state_dir: Path, domain: str, spec: str = "", **kw) -> InstalledPlugin:
@@ -94,7 +125,9 @@ class RegistrySource:
 
     `pins` is the site file's `plugins:` mapping plus "" for any other domain
     the site's entries use. Plugins already installed but not named are
-    verified too (they may be dependencies).
+    verified too (they may be dependencies). A refused plugin is left out of
+    `available()`, reported by `problems()` and raised by `locate()`; the rest
+    stay usable.
     """
 
     verified = True
@@ -108,15 +141,16 @@ class RegistrySource:
         self.include_installed = include_installed
         self._plugins: dict[str, InstalledPlugin] | None = None
         self._manifests: dict[str, Manifest] = {}
+        self.refused: dict[str, PluginRefused] = {}
 
     def prepare(self) -> dict[str, InstalledPlugin]:
         if self._plugins is None:
+            store = PluginStore(self.state_dir, self.registry_dir, actor=self.actor)
             pins = dict(self.pins)
             if self.include_installed:
-                store = PluginStore(self.state_dir, self.registry_dir, actor=self.actor)
                 for domain in store.installed_domains():
                     pins.setdefault(domain, "")
-            self._plugins = prepare_plugins(self.registry_dir, self.state_dir, pins, actor=self.actor)
+            self._plugins, self.refused = _resolve(store, pins, False)
             self._manifests = {d: structure(p.manifest, Manifest, file=str(p.path / "manifest.json"))
                                for d, p in self._plugins.items()}
         return self._plugins
@@ -125,5 +159,14 @@ class RegistrySource:
         self.prepare()
         return self._manifests
 
+    def problems(self) -> list[Issue]:
+        """One issue per refused plugin; `file` sits in a folder named for the domain, as the loader expects."""
+        self.prepare()
+        return [Issue(str(exc), str(self.state_dir / "plugins" / "installed" / domain / "manifest.json"))
+                for domain, exc in sorted(self.refused.items())]
+
     def locate(self, domain: str) -> Path:
-        return self.prepare()[domain].path
+        plugins = self.prepare()
+        if domain in self.refused:
+            raise self.refused[domain]
+        return plugins[domain].path

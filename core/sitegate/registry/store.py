@@ -369,7 +369,7 @@ class PluginStore:
 
 
 def _normalise_spec(spec: str) -> str:
-    spec = (spec or "").strip()
+    spec = str(spec or "").strip()  # a YAML pin such as 1.0 may arrive as a number
     if spec and spec[0].isdigit():
         return f"=={spec}"  # a bare version pins it, as in the site file's `mqttsn: "1.0.4"`
     return spec
