@@ -15,6 +15,7 @@ import sys
 _MODULES = [
     "site",       # check, config, diff
     "run",        # run
+    "status",     # status, diagnostics
     "plugin",     # plugin authors: keygen, build, publish, new
     "plugins",    # site: install, upgrade, rollback, list
     "registry",   # registry owner: init, add-publisher, ...

@@ -50,7 +50,7 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
-def make_app(snapshot: Callable[[], Snapshot]):
+def make_app(snapshot: Callable[[], Snapshot], diagnostics: Callable[[str | None], dict] | None = None):
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(snapshot))
 
@@ -75,8 +75,18 @@ def make_app(snapshot: Callable[[], Snapshot]):
         except Exception as exc:  # noqa: BLE001 - the site is shutting down or wedged
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
             return [f"unavailable: {type(exc).__name__}\n".encode()]
+        if path.startswith("/diagnostics") and diagnostics is not None:
+            # Loopback-only by default (observability.host); secrets are redacted in the bundle.
+            target = path[len("/diagnostics"):].strip("/") or None
+            try:
+                doc = diagnostics(target)
+            except KeyError as exc:
+                start_response("404 Not Found", [("Content-Type", "application/json")])
+                return [json.dumps({"error": str(exc.args[0])}).encode()]
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [json.dumps(doc, indent=1, default=str).encode()]
         start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found: try /metrics, /healthz or /readyz\n"]
+        return [b"not found: try /metrics, /healthz, /readyz or /diagnostics[/ENTRY|DEVICE]\n"]
 
     return app
 
@@ -86,7 +96,13 @@ class MetricsServer:
         self.host = host
         token = trio.lowlevel.current_trio_token()
         self._snapshot = lambda: trio.from_thread.run_sync(take, host, trio_token=token)
-        self.server: WSGIServer = make_server(address, port, make_app(self._snapshot), handler_class=_Quiet)
+
+        def diagnostics(target):
+            from ..diagnostics import bundle
+            return trio.from_thread.run_sync(bundle, host, target, trio_token=token)
+
+        self.server: WSGIServer = make_server(address, port, make_app(self._snapshot, diagnostics),
+                                              handler_class=_Quiet)
         self.port = self.server.server_port
         self.thread = threading.Thread(target=self.server.serve_forever, name="sitegate-metrics", daemon=True)
 

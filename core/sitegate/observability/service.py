@@ -14,6 +14,7 @@ async def start_observability(host, nursery: trio.Nursery) -> None:
         server = MetricsServer(host, settings.host, settings.port)
         server.start()
         host.services["metrics_http"] = server
+        host.advertise("metrics", f"http://{settings.host}:{server.port}")
     detectors = Detectors(host, settings.detectors)
     host.services["detectors"] = detectors
     nursery.start_soon(detectors.run)
