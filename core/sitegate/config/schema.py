@@ -108,6 +108,22 @@ class ApiSettings:
     enabled: bool = attrs.field(default=True, metadata=_doc("Serve the WebSocket API and the dashboard."))
     host: str = attrs.field(default="127.0.0.1", metadata=_doc("Address to listen on."))
     port: int = attrs.field(default=8765, metadata=_doc("Port to listen on (0 picks a free one)."))
+    tls_cert: str = attrs.field(default="", metadata=_doc("PEM certificate (chain) file: serve https/wss instead of http/ws."))
+    tls_key: str = attrs.field(default="", metadata=_doc("PEM private key file of `tls_cert`."))
+    origins: list[str] = attrs.field(factory=list, metadata=_doc(
+        "Browser origins allowed to open the WebSocket (e.g. `https://ops.example`); the dashboard's own "
+        "origin is always allowed, `*` allows any."))
+    queue_soft: int = attrs.field(default=1024, metadata=_doc(
+        "Messages queued for one client above which it must catch up within `queue_soft_time`."))
+    queue_soft_time: Duration = attrs.field(default=Duration(10), metadata=_doc(
+        "How long a client may stay above `queue_soft` before it is disconnected."))
+    queue_hard: int = attrs.field(default=4096, metadata=_doc("Messages queued for one client that disconnect it at once."))
+    auth_failures: int = attrs.field(default=5, metadata=_doc(
+        "Failed logins from one address within `auth_window` after which its logins are refused unchecked."))
+    auth_window: Duration = attrs.field(default=Duration(60), metadata=_doc("Window of `auth_failures`."))
+    demo_token: str = attrs.field(default="", metadata=_doc(
+        "Role (viewer, operator, admin) of a fresh token created at start and logged with the dashboard URL; "
+        "for demos only."))
 
 
 class ByteSize(int):
