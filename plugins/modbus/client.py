@@ -1,8 +1,10 @@
 """A Modbus client on a trio byte stream, with pymodbus's framers and PDU codec.
 
 One request at a time per stream (what serial lines require and most TCP
-devices expect); transaction ids match answers to requests on TCP, so a late
-answer to a timed-out request is recognised and dropped. Every failure is a
+devices expect). Transaction ids match answers to requests on TCP; still,
+after a timeout a TCP stream is closed (`drop_on_timeout`), because a late
+answer can come back under the wrong id (pymodbus's own server stamps a late
+answer with the newest request's id), and a fresh connection is cheap. Every failure is a
 `ModbusError` carrying the reading quality it implies; `poller.py` turns them
 into per-point qualities, device states and counters.
 """
@@ -84,7 +86,8 @@ class ModbusClient:
     """
 
     def __init__(self, open_stream: Callable[[], Awaitable[trio.abc.Stream]], *, framing: str = "socket",
-                 timeout: float = 1.0, frame_gap: float = 0.0, name: str = "modbus"):
+                 timeout: float = 1.0, frame_gap: float = 0.0, name: str = "modbus",
+                 drop_on_timeout: bool | None = None):
         self._open = open_stream
         self.framing = framing
         self.timeout = timeout
@@ -94,6 +97,7 @@ class ModbusClient:
         self._decoder = decoder
         self._framer = FramerSocket(decoder) if framing == "socket" else FramerRTU(decoder)
         self._rtu = framing != "socket"
+        self.drop_on_timeout = (not self._rtu) if drop_on_timeout is None else drop_on_timeout
         self._stream: trio.abc.Stream | None = None
         self._lock = trio.Lock()
         self._buf = bytearray()
@@ -149,7 +153,10 @@ class ModbusClient:
             with trio.move_on_after(self.timeout if timeout is None else timeout) as scope:
                 return await self._transact(unit, payload)
             self.counters["timeouts"] += 1
-            if self._rtu:
+            if self.drop_on_timeout:
+                self.counters["dropped_after_timeout"] += 1
+                await self.close()
+            elif self._rtu:
                 self._dirty = True
             raise ModbusTimeout(f"no answer from unit {unit} within {self.timeout if timeout is None else timeout:g} s")
 

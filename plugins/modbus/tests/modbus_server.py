@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from layout import COILS, DISCRETE, HOLDING, INPUT  # noqa: E402
+from pymodbus.constants import ExcCodes  # noqa: E402
 from pymodbus.framer import FramerType  # noqa: E402
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer  # noqa: E402
 from pymodbus.simulator import DataType, SimData, SimDevice  # noqa: E402
@@ -50,7 +51,7 @@ async def action(function_code, start_address, address, count, registers, set_va
     if FAULTS.delay:
         await asyncio.sleep(FAULTS.delay)
     if FAULTS.exception:
-        return FAULTS.exception
+        return ExcCodes(FAULTS.exception)
     return None
 
 

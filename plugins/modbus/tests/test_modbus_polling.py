@@ -1,0 +1,308 @@
+"""The poller against a pymodbus server in another process: every type and order, on every link,
+coalescing counted by the server, faults injected, writes, deadlines."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from plugins.modbus.client import ModbusConnectionError
+from plugins.modbus.config import DeviceConfig
+from plugins.modbus.poller import LinkPoller
+from plugins.modbus.registermap import Table
+from plugins.modbus.tests.layout import GAPS, POINTS
+from plugins.modbus.transport import Endpoint, Link
+from sitegate.model import Quality
+from sitegate.structure import structure
+from sitegate.testing import wait_for
+
+
+def device(points=None, **kw) -> DeviceConfig:
+    points = points if points is not None else [dict(cfg, name=name) for name, (cfg, _) in POINTS.items()]
+    return structure({"points": points, "gaps": GAPS, **kw}, DeviceConfig)
+
+
+def endpoint(server, link: Link) -> Endpoint:
+    if link is Link.TCP:
+        return Endpoint(link, "127.0.0.1", server.port)
+    if link is Link.RTU_OVER_TCP:
+        return Endpoint(link, "127.0.0.1", server.rtu_tcp_port)
+    return Endpoint(link, serial=server.serial, baudrate=115200)
+
+
+class Collect:
+    def __init__(self):
+        self.batches = []
+        self.events = []
+
+    async def publish(self, batch):
+        self.batches.append(batch)
+
+    def emit(self, kind, **kw):
+        self.events.append((kind, kw))
+
+    def last(self, point):
+        for b in reversed(self.batches):
+            for p, v, _, q in b.rows():
+                if p == point:
+                    return v, q
+        return None
+
+    def kinds(self):
+        return [k for k, _ in self.events]
+
+
+def poller(ep, devices, out: Collect, **kw) -> LinkPoller:
+    kw.setdefault("timeout", 0.5)
+    return LinkPoller(ep, devices, out.publish, emit=out.emit, **kw)
+
+
+@pytest.mark.parametrize("link", [Link.TCP, Link.RTU_OVER_TCP, Link.RTU], ids=lambda l: l.value)
+async def test_every_type_and_word_order_reads_its_hand_computed_value(modbus_server, link):
+    server = await modbus_server(rtu_tcp=True, serial=link is Link.RTU)
+    out = Collect()
+    p = poller(endpoint(server, link), [("dev", device())], out)
+    await p.connect()
+    (interval, requests), = p.devices["dev"].groups
+    batch = await p.poll_once(p.devices["dev"], requests)
+    await p.aclose()
+    assert batch.quality is None, list(batch.rows())
+    got = dict(zip(batch.points, batch.values))
+    for name, (_, expected) in POINTS.items():
+        if isinstance(expected, float):
+            assert got[name] == pytest.approx(expected, rel=1e-6), name
+        else:
+            assert got[name] == expected and type(got[name]) is type(expected), name
+
+
+async def test_nearby_points_are_read_in_the_fewest_requests_and_gaps_are_respected(modbus_server):
+    server = await modbus_server()
+    out = Collect()
+    p = poller(endpoint(server, Link.TCP), [("dev", device())], out)
+    await p.connect()
+    (_, requests), = p.devices["dev"].groups
+    await server.command("reset")
+    await p.poll_once(p.devices["dev"], requests)
+    seen = await server.stats()
+    # 35 points: holding 0..65 in one read, the point after the refused gap alone, then one read per other table
+    assert seen == {"requests": 5, "3:0:66": 1, "3:110:1": 1, "4:0:3": 1, "1:0:4": 1, "2:1:7": 1}
+    assert out.batches[-1].quality is None
+    await p.aclose()
+
+
+async def test_without_the_declared_gap_a_merged_read_is_refused_by_the_device(modbus_server):
+    server = await modbus_server()
+    out = Collect()
+    pts = [{"name": "a", "address": 99}, {"name": "b", "address": 110}]
+    p = poller(endpoint(server, Link.TCP), [("dev", structure({"points": pts, "max_gap": 20}, DeviceConfig))], out)
+    await p.connect()
+    (_, requests), = p.devices["dev"].groups
+    assert [(r.address, r.count) for r in requests] == [(99, 12)]
+    batch = await p.poll_once(p.devices["dev"], requests)
+    assert batch.quality == [Quality.BAD_DEVICE, Quality.BAD_DEVICE]
+    assert "exception 2 (illegal data address)" in p.devices["dev"].last_error
+    assert p.devices["dev"].online is True        # it answered: refused, not gone
+    await p.aclose()
+
+
+async def test_exception_responses_make_points_bad_with_the_code_and_are_counted(modbus_server):
+    server = await modbus_server()
+    out = Collect()
+    pts = [{"name": "u16", "address": 0}, {"name": "in", "address": 0, "table": "input"}]
+    p = poller(endpoint(server, Link.TCP), [("dev", device(pts))], out)
+    await p.connect()
+    dev = p.devices["dev"]
+    (_, requests), = dev.groups
+    await server.command("exception 6")
+    batch = await p.poll_once(dev, requests)
+    assert list(batch.quality) == [Quality.BAD_DEVICE] * 2
+    assert "server device busy" in dev.last_error
+    assert dev.counters["exception_6"] == 2 and dev.counters["faults_exception"] == 2
+    # the same bad quality is not published again every cycle
+    assert await p.poll_once(dev, requests) is None
+    await server.command("exception 0")
+    batch = await p.poll_once(dev, requests)
+    assert batch.quality is None and batch.values == [0x1234, 42]
+    await p.aclose()
+
+
+async def test_short_answers_are_bad_decode_not_crashes(modbus_server):
+    server = await modbus_server()
+    out = Collect()
+    p = poller(endpoint(server, Link.TCP), [("dev", device([{"name": "a", "address": 0, "type": "uint32"}]))], out)
+    await p.connect()
+    dev = p.devices["dev"]
+    await server.command("short on")
+    batch = await p.poll_once(dev, dev.groups[0][1])
+    assert list(batch.quality) == [Quality.BAD_DECODE]
+    assert "short answer" in dev.last_error and p.client.counters["malformed"] == 1
+    await server.command("short off")
+    batch = await p.poll_once(dev, dev.groups[0][1])
+    assert batch.values == [0x1234FFFE] and batch.quality is None   # registers 0 and 1
+    await p.aclose()
+
+
+async def test_slow_device_times_out_goes_offline_and_comes_back(modbus_server):
+    server = await modbus_server()
+    out = Collect()
+    pts = [{"name": "a", "address": 0}, {"name": "b", "address": 0, "table": "input"}]
+    p = poller(endpoint(server, Link.TCP), [("dev", device(pts, poll=0.05))], out, timeout=0.1,
+               offline_after=2, reconnect_min=0.05, reconnect_max=0.2)
+    await p.connect()
+    dev = p.devices["dev"]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(p.run)
+        await wait_for(lambda: dev.online is True, what="first good poll")
+        await server.command("delay 0.3")
+        await wait_for(lambda: dev.online is False, what="device offline")
+        assert out.last("a")[1] == Quality.BAD_OFFLINE
+        assert dev.counters["faults_timeout"] >= 1
+        assert dev.counters["faults_timeout"] + dev.counters["faults_connection"] >= 2
+        # once one request timed out, the other one of the same cycle is not tried
+        assert p.client.counters["timeouts"] == dev.counters["faults_timeout"]
+        assert "device.offline" in out.kinds()
+        await server.command("delay 0")
+        await wait_for(lambda: dev.online is True and out.last("a") == (0x1234, 0), what="device back online")
+        assert "device.online" in out.kinds()
+        nursery.cancel_scope.cancel()
+    await p.aclose()
+
+
+async def test_a_late_answer_is_never_taken_for_the_current_one(modbus_server):
+    server = await modbus_server()
+    out = Collect()
+    p = poller(endpoint(server, Link.TCP), [("dev", device([{"name": "a", "address": 0}]))], out, timeout=0.1)
+    await p.connect()
+    await server.command("delay 0.3")
+    with pytest.raises(Exception, match="no answer from unit 1 within 0.1 s"):
+        await p.client.read(1, Table.HOLDING, 0, 1)
+    assert not p.client.connected        # the connection the late answer would come back on is gone
+    await server.command("delay 0")
+    await p.client.connect()
+    end = trio.current_time() + 0.5      # the late answer is due at 0.3 s
+    while trio.current_time() < end:
+        assert list(await p.client.read(1, Table.HOLDING, 65, 1)) == [650]
+    await p.aclose()
+
+
+async def test_server_stopped_and_restarted_reconnects_with_backoff(modbus_server):
+    server = await modbus_server()
+    out = Collect()
+    p = poller(endpoint(server, Link.TCP), [("dev", device([{"name": "a", "address": 0}], poll=0.05))], out,
+               timeout=0.2, offline_after=2, reconnect_min=0.05, reconnect_max=0.2)
+    await p.connect()
+    dev = p.devices["dev"]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(p.run)
+        await wait_for(lambda: out.last("a") == (0x1234, 0), what="first reading")
+        server.stop()
+        await wait_for(lambda: dev.online is False, what="device offline after the server stopped")
+        assert p.counters["faults_connection"] >= 1 and p.counters["reconnect_failures"] >= 1
+        assert out.last("a")[1] in (Quality.BAD_COMM, Quality.BAD_OFFLINE)
+        n = len(out.batches)
+        await modbus_server(port=server.port)
+        await wait_for(lambda: dev.online is True and len(out.batches) > n and out.last("a") == (0x1234, 0),
+                       timeout=10, what="readings after the restart")
+        assert p.counters["reconnects"] >= 1
+        nursery.cancel_scope.cancel()
+    await p.aclose()
+
+
+async def test_connect_to_nothing_fails_with_the_reason():
+    from plugins.modbus.tests.conftest import free_port
+    p = poller(Endpoint(Link.TCP, "127.0.0.1", free_port()), [("dev", device([{"name": "a", "address": 0}]))],
+               Collect())
+    with pytest.raises(ModbusConnectionError, match="cannot connect to tcp://127.0.0.1:"):
+        await p.connect()
+
+
+async def test_several_unit_ids_on_one_link_are_polled_concurrently(modbus_server):
+    server = await modbus_server(units="1,2")
+    out = Collect()
+    devs = [(f"u{u}", device([{"name": "a", "address": 0}, {"name": "t", "address": 65, "type": "int16",
+                                                            "scale": 0.1, "offset": -40}], unit=u, poll=0.05))
+            for u in (1, 2)]
+    p = poller(endpoint(server, Link.TCP), devs, out)
+    await p.connect()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(p.run)
+        await wait_for(lambda: {b.device for b in out.batches} == {"u1", "u2"}, what="both units")
+        nursery.cancel_scope.cancel()
+    assert all(b.values[0] == 0x1234 and b.values[1] == pytest.approx(25.0) for b in out.batches)
+    await p.aclose()
+
+
+async def test_polls_follow_fixed_deadlines_without_drift_and_lateness_is_measured(modbus_server):
+    server = await modbus_server()
+    out = Collect()
+    p = poller(endpoint(server, Link.TCP), [("dev", device([{"name": "a", "address": 0}], poll=0.05))], out)
+    await p.connect()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(p.run)
+        await wait_for(lambda: len(out.batches) >= 21, what="21 polls")
+        nursery.cancel_scope.cancel()
+    stamps = [b.timestamps[0] for b in out.batches[:21]]
+    mean_interval = (stamps[-1] - stamps[0]) / 20
+    assert mean_interval == pytest.approx(0.05, rel=0.1)
+    assert p.lateness.count >= 21 and p.lateness.max >= 0
+    assert "p99_ms" in p.diagnostics()["lateness"]
+    await p.aclose()
+
+
+# --- writes -----------------------------------------------------------------------
+
+WRITABLE = [
+    {"name": "w_u16", "address": 66, "type": "uint16", "writable": True},
+    {"name": "w_i32", "address": 67, "type": "int32", "order": "CDAB", "writable": True},
+    {"name": "w_f32", "address": 69, "type": "float32", "order": "BADC", "writable": True},
+    {"name": "w_f64", "address": 71, "type": "float64", "order": "DCBA", "writable": True},
+    {"name": "w_u64", "address": 75, "type": "uint64", "writable": True},
+    {"name": "w_str", "address": 79, "type": "string", "length": 4, "writable": True},
+    {"name": "w_scaled", "address": 83, "type": "int16", "scale": 0.1, "offset": -40, "writable": True},
+    {"name": "w_bit2", "address": 84, "type": "bool", "bit": 2, "writable": True},
+    {"name": "w_bit9", "address": 84, "type": "bool", "bit": 9, "writable": True},
+    {"name": "w_coil", "address": 20, "table": "coil", "type": "bool", "writable": True},
+    {"name": "ro", "address": 0, "type": "uint16"},
+]
+
+
+@pytest.mark.parametrize("link", [Link.TCP, Link.RTU_OVER_TCP], ids=lambda l: l.value)
+async def test_writes_encode_type_and_order_and_verify_by_reading_back(modbus_server, link):
+    server = await modbus_server(rtu_tcp=True)
+    out = Collect()
+    p = poller(endpoint(server, link), [("dev", device(WRITABLE))], out)
+    await p.connect()
+    cases = {"w_u16": 4321, "w_i32": -123456, "w_f32": 2.5, "w_f64": -1234.5, "w_u64": 2**64 - 2,
+             "w_str": "SN-0042", "w_scaled": 21.5, "w_bit2": True, "w_bit9": True, "w_coil": True}
+    for name, value in cases.items():
+        result = await p.write("dev", name, value, verify=True)
+        assert result.status == "ack", (name, result)
+        assert result.value == pytest.approx(value) if isinstance(value, float) else result.value == value
+    result = await p.write("dev", "w_bit2", False, verify=True)
+    assert result.ok
+    dev = p.devices["dev"]
+    batch = await p.poll_once(dev, dev.groups[0][1])
+    got = dict(zip(batch.points, batch.values))
+    assert {k: got[k] for k in cases} == {**cases, "w_bit2": False, "w_scaled": pytest.approx(21.5)}
+    # the bit write kept the register's other bits
+    assert (await p.client.read(1, Table.HOLDING, 84, 1))[0] == 1 << 9
+    await p.aclose()
+
+
+async def test_bad_writes_are_refused_with_the_reason(modbus_server):
+    server = await modbus_server()
+    out = Collect()
+    in_gap = {"name": "in_gap", "address": 99, "type": "uint32", "writable": True}   # 99 exists, 100 does not
+    p = poller(endpoint(server, Link.TCP), [("dev", device(WRITABLE + [in_gap], gaps=[]))], out, timeout=0.2)
+    await p.connect()
+    assert (await p.write("dev", "ro", 1)).detail == "point 'ro' is not writable (writable: false)"
+    assert "no point 'nope'" in (await p.write("dev", "nope", 1)).detail
+    assert "no device 'other'" in (await p.write("other", "w_u16", 1)).detail
+    r = await p.write("dev", "w_u16", 70000)
+    assert r.status == "nack" and "out of range for uint16" in r.detail
+    r = await p.write("dev", "in_gap", 5)
+    assert r.status == "nack" and r.detail == "device refused: exception 2 (illegal data address) to function 16"
+    await server.command("delay 0.5")
+    r = await p.write("dev", "w_u16", 5)
+    assert r.status == "timeout" and "no answer from unit 1 within 0.2 s" in r.detail
+    await p.aclose()
