@@ -120,3 +120,17 @@ def test_devpublish_reports_a_broken_plugin_and_publishes_the_rest(tmp_path, cap
                                            ("modbus>=1.2,<2", ("modbus", ">=1.2,<2"))])
 def test_install_argument_forms(text, expected):
     assert plugins.parse_requirement(text) == expected
+
+
+def test_registry_verify_finds_a_tampered_artifact(lab, capsys):
+    lab.publish("alpha")
+    lab.publish("alpha", "1.1.0")
+    assert sitegate("registry", "verify", "--registry", lab.repo.path) == 0
+    [blob] = (lab.repo.targets_dir / "plugins" / "acme").glob("*.alpha-1.0.0.zip")
+    data = bytearray(blob.read_bytes())
+    data[-30] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert sitegate("registry", "verify", "--registry", lab.repo.path) == 1
+    out = capsys.readouterr().out
+    assert "ok  alpha 1.1.0" in out and "BAD plugin 'alpha': refused (artifact-hash)" in out

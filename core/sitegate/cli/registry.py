@@ -114,23 +114,29 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def verify_registry(registry: Path, out=None) -> list[str]:
-    """Check the whole registry as a brand-new site would: every plugin refreshed, downloaded and verified."""
-    out = out or sys.stdout
-    from ..registry.store import PluginStore
+    """Check every signed plugin version as a brand-new site would: metadata, download, contents."""
+    from ..registry.client import TrustedIndex
+    from ..registry.store import verify_artifact
 
+    out = out or sys.stdout
     problems = []
     repo = Repository(registry)
+    plugins = repo.plugins()
+    expires = repo.timestamp().signed.expires
+    left = (expires - datetime.now(timezone.utc)).total_seconds() / 86400
+    if left < 2:
+        problems.append(f"timestamp expires {expires.isoformat()} ({left:.1f} days): run `sitegate registry refresh`")
     with tempfile.TemporaryDirectory(prefix="sitegate-verify-") as state:
-        # Pin the registry's own first root, as a new site does.
-        store = PluginStore(Path(state), registry, actor="registry verify")
-        domains = sorted({p.domain for p in repo.plugins()})
-        for i, domain in enumerate(domains, 1):
+        # A fresh trust folder pins the registry's own first root, as a new site does.
+        index = TrustedIndex(registry, Path(state) / "trust")
+        for i, plugin in enumerate(plugins, 1):
             try:
-                plugin = store.install(domain)
-                print(f"[{i}/{len(domains)}] ok  {domain} {plugin.version}", file=out)
+                info = index.targetinfo(plugin.domain, plugin.path)
+                verify_artifact(plugin.domain, index.download(plugin.domain, info), info.custom or {}, plugin.path)
+                print(f"[{i}/{len(plugins)}] ok  {plugin.domain} {plugin.version} ({plugin.publisher})", file=out)
             except PluginRefused as exc:
                 problems.append(str(exc))
-                print(f"[{i}/{len(domains)}] BAD {exc}", file=out)
+                print(f"[{i}/{len(plugins)}] BAD {exc}", file=out)
     return problems
 
 

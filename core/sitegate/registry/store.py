@@ -242,7 +242,7 @@ class PluginStore:
         check_core_api(domain, version, custom.get("requires", ""), self.core_api)
         check_requirements(domain, version, custom.get("requirements", []))
         data = self.index.download(domain, info)
-        manifest = _verify_artifact(domain, data, custom, cand.path)
+        manifest = verify_artifact(domain, data, custom, cand.path)
         dest = self.installed_dir / domain / version
         _extract(domain, data, dest)
         record = InstallRecord(version, cand.publisher, cand.path, info.hashes["sha256"],
@@ -375,7 +375,7 @@ def _normalise_spec(spec: str) -> str:
     return spec
 
 
-def _verify_artifact(domain: str, data: bytes, custom: dict, where: str) -> dict:
+def verify_artifact(domain: str, data: bytes, custom: dict, where: str) -> dict:
     """The artifact (already hash-checked by TUF) must agree with the signed facts, file by file."""
     try:
         raw = artifact_manifest(data, where)
