@@ -37,3 +37,48 @@ def acked(path: Path) -> set[tuple[str, int]]:
     return out
 
 
+
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def start_gateway(site: Path, log: Path) -> subprocess.Popen:
+    """`sitegate run` in its own process, loading first-party and fixture plugins unsigned."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sitegate.cli", "run", str(site), "--dev-plugins", str(REPO / "plugins"),
+         "--dev-plugins", str(FIXTURES), "--log-level", "WARNING"],
+        stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=str(site.parent))
+
+
+def wait_until(condition, timeout: float, what: str, proc: subprocess.Popen | None = None, poll: float = 0.01):
+    """Poll `condition` until truthy (returned) or fail after `timeout` s; fail early if `proc` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"gateway exited with {proc.returncode} while waiting for {what}")
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def stop_gateway(proc: subprocess.Popen, timeout: float = 15.0) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("gateway did not stop on SIGTERM")
+
+
+def kill_gateway(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
