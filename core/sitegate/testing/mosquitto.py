@@ -286,3 +286,68 @@ def mosquitto(tmp_path) -> Iterator:
     yield start
     for broker in brokers:
         broker.kill()
+
+
+class MqttObserver:
+    """A bare paho subscriber on a broker's plain port that records what arrives (for assertions).
+
+    With ``session="<client id>"`` it keeps a persistent session (QoS 1), so it misses
+    nothing across broker restarts. Use as a context manager; `wait_count` waits with a deadline.
+    """
+
+    def __init__(self, broker: Mosquitto, topics: str | list[str] = "#", *, session: str | None = None):
+        import paho.mqtt.client as mqtt
+
+        self.broker = broker
+        self.topics = [topics] if isinstance(topics, str) else list(topics)
+        self.messages: list = []           # paho MQTTMessage objects, in arrival order
+        self._subscribed = False
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=session or "",
+                                  clean_session=session is None)
+        self.client.reconnect_delay_set(0.05, 0.5)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = lambda c, u, m: self.messages.append(m)
+        self.client.on_subscribe = self._on_subscribe
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        client.subscribe([(t, 1) for t in self.topics])
+
+    def _on_subscribe(self, *args):
+        self._subscribed = True
+
+    def __enter__(self) -> "MqttObserver":
+        self.client.connect_async(self.broker.host, self.broker.port, keepalive=10)
+        self.client.loop_start()
+        deadline = time.monotonic() + 10
+        while not self._subscribed:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"observer could not subscribe on {self.broker.url()}:\n{self.broker.log_tail()}")
+            time.sleep(0.005)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def on(self, topic_filter: str) -> list:
+        import paho.mqtt.client as mqtt
+        return [m for m in list(self.messages) if mqtt.topic_matches_sub(topic_filter, m.topic)]
+
+    async def wait_count(self, n: int, topic_filter: str = "#", timeout: float = 10.0) -> list:
+        """Wait until at least `n` messages matching `topic_filter` arrived; return them."""
+        with trio.move_on_after(timeout):
+            while len(self.on(topic_filter)) < n:
+                await trio.sleep(0.005)
+        got = self.on(topic_filter)
+        if len(got) < n:
+            raise AssertionError(f"timed out after {timeout:g} s: {len(got)} of {n} messages on {topic_filter!r}")
+        return got
+
+    async def wait_for(self, predicate, what: str, timeout: float = 10.0) -> list:
+        with trio.move_on_after(timeout):
+            while not predicate(list(self.messages)):
+                await trio.sleep(0.005)
+        if not predicate(list(self.messages)):
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; "
+                                 f"{len(self.messages)} messages arrived")
+        return list(self.messages)

@@ -1,0 +1,153 @@
+"""The adapter kind: received messages become batches, acknowledged to the broker only after commit.
+
+Each burst of received messages is decoded, merged per device, handed to the
+pipeline (`entry.publish` returns once the readings are committed) and only then
+PUBACKed, in the order received. A crash in between makes the broker redeliver.
+Another sitegate's uplink (format `sitegate`) keeps its device, timestamps and
+sequence numbers, so its msgIds survive the fog hop; repeats are dropped by (device, seqNo).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import trio
+from paho.mqtt.client import topic_matches_sub
+
+from sitegate.model import Batch, DeviceInfo, PointInfo, Severity
+
+from .config import MqttConfig, Subscription
+from .connection import Connection
+from .origins import OriginBook
+from .payload import Decoded, MalformedPayload, Mapper
+
+MAX_EVENTS_PER_SECOND = 10      # malformed-payload events; the counters count them all
+
+
+class Ingest:
+    def __init__(self, entry: Any, conn: Connection, cfg: MqttConfig, origins: OriginBook):
+        self.entry = entry
+        self.conn = conn
+        self.subs: list[tuple[Subscription, Mapper]] = [(s, Mapper(s)) for s in cfg.subscribe]
+        self.origins = origins
+        self._routes: dict[str, Mapper | None] = {}
+        self._declared: dict[str, set[str]] = {}
+        self._next_seq: dict[str, int] = {}
+        self._event_window = (0.0, 0)
+        self.counters = {"messages": 0, "readings": 0, "malformed": 0, "duplicates": 0, "unacked_stale": 0}
+        self.last_malformed = ""
+
+    def _mapper(self, topic: str) -> Mapper | None:
+        mapper = self._routes.get(topic, False)
+        if mapper is False:
+            mapper = next((m for s, m in self.subs if topic_matches_sub(s.filter, topic)), None)
+            if len(self._routes) > 50_000:
+                self._routes.clear()
+            self._routes[topic] = mapper
+        return mapper
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        conn = self.conn
+        while True:
+            received = await conn.receive()
+            await self.handle(received)
+
+    async def handle(self, received: list) -> None:
+        """Commit the readings of these messages, then acknowledge them (in order)."""
+        entry, conn = self.entry, self.conn
+        now = entry.clock()
+        merged: dict[str, list] = {}        # device -> [points, values, ts, quality or None]
+        fog: list[Decoded] = []
+        for _, msg in received:
+            mapper = self._mapper(msg.topic)
+            try:
+                if mapper is None:
+                    raise MalformedPayload("no subscription's filter matches this topic")
+                decoded = mapper.decode(msg.topic, msg.payload, now, entry.id)
+            except MalformedPayload as exc:
+                self._malformed(msg, str(exc))
+                continue
+            for d in decoded:
+                if d.origin is not None:
+                    fog.append(d)
+                    continue
+                device = entry.device_name(d.device)
+                cols = merged.get(device)
+                if cols is None:
+                    cols = merged[device] = [[], [], [], None]
+                n_before = len(cols[0])
+                cols[0].extend(d.points)
+                cols[1].extend(d.values)
+                cols[2].extend(d.timestamps)
+                if d.quality is not None or cols[3] is not None:
+                    if cols[3] is None:
+                        cols[3] = [0] * n_before
+                    cols[3].extend(d.quality if d.quality is not None else [0] * len(d.points))
+        for device, (points, values, ts, quality) in merged.items():
+            self._declare(device, points)
+            await entry.publish(Batch(device, points, values, ts, quality, entry.id))
+            self.counters["readings"] += len(points)
+        for d in fog:
+            await self._publish_origin(d)
+        self.counters["messages"] += len(received)
+        stale = 0
+        for generation, msg in received:
+            if not conn.ack(generation, msg.mid, msg.qos):
+                stale += 1
+        self.counters["unacked_stale"] += stale
+
+    async def _publish_origin(self, d: Decoded) -> None:
+        """Another sitegate's batch: keep its device and seqNo (hence its msgIds); drop what we already have."""
+        entry = self.entry
+        env = d.origin
+        assert env is not None
+        device = env.device
+        pipeline = entry.host.pipeline
+        have = pipeline._next_seq.get(device, 0)   # noqa: SLF001 - see docs/mqtt.md, "Fog gateways"
+        start = 0
+        if env.seq < have:
+            start = min(have - env.seq, len(d.points))
+            self.counters["duplicates"] += start
+        if start >= len(d.points):
+            return
+        seq = env.seq + start
+        pipeline.seed_sequences({device: seq})
+        sl = slice(start, None)
+        quality = d.quality[sl] if d.quality is not None else None
+        self.origins.note(device, env.site)
+        self._declare(device, d.points[sl])
+        stamped = await entry.publish(Batch(device, d.points[sl], d.values[sl], d.timestamps[sl], quality, entry.id))
+        if stamped.seq != seq:   # someone else numbered this device meanwhile: ids would not be the edge's
+            entry.log.warning("device %s: fog numbering diverged (expected seq %d, got %d)", device, seq, stamped.seq)
+        self.counters["readings"] += len(d.points) - start
+
+    def _declare(self, device: str, points: list[str]) -> None:
+        known = self._declared.get(device)
+        new = set(points) - known if known is not None else set(points)
+        if not new:
+            return
+        known = self._declared.setdefault(device, set())
+        known.update(new)
+        self.entry.declare_device(DeviceInfo(device, self.entry.id, name=device,
+                                             points=tuple(PointInfo(p) for p in sorted(known))))
+
+    def _malformed(self, msg: Any, reason: str) -> None:
+        self.counters["malformed"] += 1
+        self.last_malformed = f"{msg.topic}: {reason}"
+        now = time.monotonic()
+        start, n = self._event_window
+        if now - start >= 1.0:
+            start, n = now, 0
+        if n < MAX_EVENTS_PER_SECOND:
+            self.entry.emit("mqtt.malformed", severity=Severity.WARNING,
+                            message=f"malformed payload on {msg.topic!r}: {reason}",
+                            topic=msg.topic, reason=reason, payload=bytes(msg.payload[:64]).hex(),
+                            malformed=self.counters["malformed"])
+            n += 1
+        self._event_window = (start, n)
+
+    def describe(self) -> dict[str, Any]:
+        return {"subscriptions": [s.filter for s, _ in self.subs], **self.counters,
+                "last_malformed": self.last_malformed}

@@ -1,0 +1,352 @@
+"""One broker connection: a paho-mqtt client whose network loop runs in its own thread, driven from trio.
+
+paho calls back on its thread; every callback only appends to a deque and, at most
+once per burst, schedules a drain on the trio thread (trio token `run_sync_soon`), so
+all bookkeeping (which delivery a PUBACK completes, the inbox) happens on the trio
+thread without locks. paho reconnects by itself with backoff (reconnect_min..max).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import ssl
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import paho.mqtt.client as mqtt
+import trio
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from .config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+# CONNACK refusals a retry will not fix: the site file must change (MQTT 5 codes; paho maps 3.1.1's onto them).
+PERMANENT_REFUSALS = {0x84, 0x85, 0x86, 0x87, 0x8C}
+# PUBACK reason codes that mean "this message will never be accepted".
+PERMANENT_PUBACK = {0x87, 0x90, 0x95, 0x99}
+
+
+class NotConnected(Exception):
+    pass
+
+
+class _Client(mqtt.Client):
+    """paho's client, remembering why the last (re)connect attempt failed (paho only logs 'retrying')."""
+
+    last_error: BaseException | None = None
+
+    def reconnect(self):
+        try:
+            rc = super().reconnect()
+        except OSError as exc:
+            self.last_error = exc
+            raise
+        self.last_error = None
+        return rc
+
+
+class Delivery:
+    """The PUBACKs one `publish_many` waits for."""
+
+    __slots__ = ("remaining", "event", "error", "permanent")
+
+    def __init__(self, n: int):
+        self.remaining = n
+        self.event = trio.Event()
+        self.error: str | None = None
+        self.permanent = False
+        if n == 0:
+            self.event.set()
+
+    def fail(self, error: str, permanent: bool = False) -> None:
+        if self.error is None:
+            self.error = error
+            self.permanent = permanent
+        self.event.set()
+
+
+class Connection:
+    def __init__(self, cfg: MqttConfig, *, client_id: str, base_dir: Path | None = None,
+                 will: tuple[str, str, bool] | None = None, birth: tuple[str, str, bool] | None = None,
+                 subscriptions: Iterable[tuple[str, int]] = (), manual_ack: bool = False,
+                 on_state: Callable[[str, str], None] | None = None):
+        self.cfg = cfg
+        self.client_id = client_id
+        self.base_dir = base_dir or Path.cwd()
+        self.will = will
+        self.birth = birth
+        self.subscriptions = list(subscriptions)
+        self.manual_ack = manual_ack
+        self.on_state = on_state
+        self.where = f"mqtt {cfg.host}:{cfg.effective_port}"
+        self.state = "connecting"          # connecting, online, offline, refused
+        self.reason = ""
+        self.refusal: int | None = None    # CONNACK reason code when refused
+        self.generation = 0                # +1 per CONNACK: acks of an older connection are not sent
+        self.connects = 0
+        self.disconnects = 0
+        self.session_present = False
+        self.last_connect_error: BaseException | None = None
+        self._online = trio.Event()
+        self._settled = trio.Event()       # first outcome (online or refused or gave up) known
+        self._pending: dict[int, Delivery] = {}
+        self._acks: collections.deque = collections.deque()
+        self._inbox: collections.deque = collections.deque()
+        self._inbox_event = trio.Event()
+        self._ack_wake = False
+        self._in_wake = False
+        self._token: trio.lowlevel.TrioToken | None = None
+        self.client: _Client | None = None
+
+    # --- lifecycle (trio thread) ----------------------------------------------------
+    def _path(self, p: str) -> str:
+        path = Path(p)
+        return str(path if path.is_absolute() else self.base_dir / path)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        tls = self.cfg.tls
+        assert tls is not None
+        try:
+            ctx = ssl.create_default_context(cafile=self._path(tls.ca) if tls.ca else None)
+            if tls.cert and tls.key:
+                ctx.load_cert_chain(self._path(tls.cert), self._path(tls.key))
+        except (OSError, ssl.SSLError) as exc:
+            from sitegate.errors import EntryError
+            raise EntryError(f"{self.where}: tls: cannot load certificates: {exc}") from None
+        if tls.insecure:
+            ctx.check_hostname = False
+        return ctx
+
+    def _build(self) -> _Client:
+        cfg = self.cfg
+        v5 = cfg.protocol == "5"
+        client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                         clean_session=None if v5 else not cfg.persistent,
+                         manual_ack=self.manual_ack)
+        # paho scans its whole queue on every PUBACK when it limits in-flight messages itself;
+        # each delivery bounds what it publishes, so let paho send everything at once.
+        client.max_inflight_messages_set(0)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(float(cfg.reconnect_min), float(cfg.reconnect_max))
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls is not None:
+            client.tls_set_context(self._tls_context())
+        if self.will:
+            topic, payload, retain = self.will
+            client.will_set(topic, payload, qos=1, retain=retain)
+        client.on_connect = self._t_connect
+        client.on_disconnect = self._t_disconnect
+        client.on_publish = self._t_publish
+        client.on_message = self._t_message
+        client.on_subscribe = self._t_subscribe
+        client.on_connect_fail = self._t_connect_fail
+        return client
+
+    async def start(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self.client = client = self._build()
+        cfg = self.cfg
+        kw: dict[str, Any] = {}
+        if cfg.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.ReceiveMaximum = cfg.receive_maximum
+            if cfg.persistent:
+                props.SessionExpiryInterval = int(cfg.session_expiry)
+            kw = {"clean_start": not cfg.persistent, "properties": props}
+        client.connect_async(cfg.host, cfg.effective_port, keepalive=max(1, int(cfg.keepalive)), **kw)
+        client.loop_start()
+
+    async def wait_settled(self, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            await self._settled.wait()
+        if not self._settled.is_set():
+            err = self.client.last_error if self.client else None
+            self.reason = f"no connection within {timeout:g} s" + (f": {err}" if err else "")
+
+    async def wait_online(self, timeout: float | None = None) -> bool:
+        if timeout is None:
+            await self._online.wait()
+        else:
+            with trio.move_on_after(timeout):
+                await self._online.wait()
+        return self._online.is_set()
+
+    @property
+    def online(self) -> bool:
+        return self.state == "online"
+
+    async def stop(self, status: tuple[str, str, bool] | None = None) -> None:
+        """Say goodbye (the `offline` status, since a clean disconnect suppresses the will) and stop the thread."""
+        client = self.client
+        if client is None:
+            return
+        if status and self.online:
+            try:
+                delivery = self.publish_many([(status[0], status[1].encode())], 1, status[2])
+                with trio.move_on_after(2.0):
+                    await delivery.event.wait()
+            except NotConnected:
+                pass
+        client.disconnect()
+        await trio.to_thread.run_sync(client.loop_stop, abandon_on_cancel=True)
+        self.client = None
+        self._set_state("offline", "stopped")
+
+    # --- publishing (trio thread) ------------------------------------------------------
+    def publish_many(self, messages: Iterable[tuple[str, bytes]], qos: int, retain: bool = False) -> Delivery:
+        """Hand messages to paho; the returned Delivery completes when every PUBACK is in."""
+        if not self.online or self.client is None:
+            raise NotConnected(f"{self.where}: not connected ({self.reason or self.state})")
+        messages = messages if isinstance(messages, list) else list(messages)
+        delivery = Delivery(len(messages) if qos else 0)
+        pending = self._pending
+        publish = self.client.publish
+        # PUBACKs are matched on this thread only after this loop ends (the drain is scheduled
+        # through run_sync_soon), so registering each mid after publish() cannot miss its ack.
+        for topic, payload in messages:
+            info = publish(topic, payload, qos, retain)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                delivery.fail(f"{self.where}: publish to {topic!r} refused: {mqtt.error_string(info.rc)}")
+                break
+            if qos:
+                pending[info.mid] = delivery
+        return delivery
+
+    def _drain_acks(self) -> None:
+        self._ack_wake = False
+        acks, pending = self._acks, self._pending
+        while acks:
+            mid, code = acks.popleft()
+            delivery = pending.pop(mid, None)
+            if delivery is None:
+                continue        # a birth message, or a delivery that was abandoned
+            if code:
+                delivery.fail(f"{self.where}: broker refused a message (PUBACK reason 0x{code:02x})",
+                              permanent=code in PERMANENT_PUBACK)
+            delivery.remaining -= 1
+            if delivery.remaining == 0:
+                delivery.event.set()
+
+    # --- receiving (trio thread) ---------------------------------------------------------
+    async def receive(self, max_items: int = 10_000) -> list[tuple[int, mqtt.MQTTMessage]]:
+        """Wait for received messages; returns (generation, message) pairs in arrival order."""
+        inbox = self._inbox
+        while not inbox:
+            self._inbox_event = trio.Event()
+            await self._inbox_event.wait()
+        out = []
+        while inbox and len(out) < max_items:
+            out.append(inbox.popleft())
+        return out
+
+    def ack(self, generation: int, mid: int, qos: int) -> bool:
+        """PUBACK a received message, if it came over the current connection (else the broker resends it)."""
+        if qos == 0:
+            return True
+        if generation != self.generation or self.client is None or not self.online:
+            return False
+        self.client.ack(mid, qos)
+        return True
+
+    def _wake_inbox(self) -> None:
+        self._in_wake = False
+        self._inbox_event.set()
+
+    # --- state (trio thread) -----------------------------------------------------------------
+    def _set_state(self, state: str, reason: str) -> None:
+        changed = state != self.state or reason != self.reason
+        self.state, self.reason = state, reason
+        if state == "online":
+            self._online.set()
+        elif self._online.is_set():
+            self._online = trio.Event()
+        if state in ("online", "refused"):
+            self._settled.set()
+        if changed and self.on_state is not None:
+            self.on_state(state, reason)
+
+    def _connected(self, generation: int, session_present: bool) -> None:
+        self.connects += 1
+        self.session_present = session_present
+        self.refusal = None
+        self._set_state("online", "session resumed" if session_present else "")
+
+    def _refused(self, code: int, text: str) -> None:
+        self.refusal = code
+        self._set_state("refused", f"broker refused the connection: {text} (0x{code:02x})")
+
+    def _connect_failed(self, err: BaseException | None) -> None:
+        self.last_connect_error = err
+        self._set_state("offline", f"cannot connect: {err}" if err else "cannot connect")
+        self._settled.set()
+
+    def _lost(self, text: str) -> None:
+        self.disconnects += 1
+        pending, self._pending = self._pending, {}
+        for delivery in set(pending.values()):
+            delivery.fail(f"{self.where}: connection lost before the broker acknowledged ({text})")
+        if self.state != "refused":
+            self._set_state("offline", text)
+
+    # --- paho thread: keep these tiny -------------------------------------------------------
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            self._token.run_sync_soon(fn, *args)   # type: ignore[union-attr]
+        except trio.RunFinishedError:
+            pass
+
+    def _t_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._call(self._refused, reason_code.value, str(reason_code))
+            return
+        self.generation += 1
+        if self.subscriptions:
+            if self.cfg.protocol == "5":
+                client.subscribe([(f, SubscribeOptions(qos=q)) for f, q in self.subscriptions])
+            else:
+                client.subscribe(self.subscriptions)
+        if self.birth:
+            topic, payload, retain = self.birth
+            client.publish(topic, payload, qos=1, retain=retain)
+        self._call(self._connected, self.generation, bool(getattr(flags, "session_present", False)))
+
+    def _t_connect_fail(self, client, userdata) -> None:
+        err = client.last_error if isinstance(client, _Client) else None
+        self._call(self._connect_failed, err)
+
+    def _t_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        err = client.last_error if isinstance(client, _Client) else None
+        text = str(reason_code) if reason_code is not None else "disconnected"
+        if err is not None and text in ("Unspecified error", "Success"):
+            text = str(err)
+        self._call(self._lost, text)
+
+    def _t_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._acks.append((mid, reason_code.value if reason_code.is_failure else 0))
+        if not self._ack_wake:
+            self._ack_wake = True
+            self._call(self._drain_acks)
+
+    def _t_message(self, client, userdata, message) -> None:
+        self._inbox.append((self.generation, message))
+        if not self._in_wake:
+            self._in_wake = True
+            self._call(self._wake_inbox)
+
+    def _t_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        bad = [str(rc) for rc in reason_codes if rc.is_failure]
+        if bad:
+            self._call(self._set_state, "online", f"subscription refused: {', '.join(bad)}")
+
+    # --- for diagnostics ------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        err = self.client.last_error if self.client else None
+        return {"broker": self.where, "client_id": self.client_id, "state": self.state, "reason": self.reason,
+                "connects": self.connects, "disconnects": self.disconnects, "in_flight": len(self._pending),
+                "session_present": self.session_present, "last_error": str(err) if err else None}

@@ -1,0 +1,112 @@
+"""The JSON a sitegate publishes to MQTT, and reading it back (for fog gateways).
+
+Batch mode: one message per device batch, the header of ARCHITECTURE.md plus the
+readings as columns. Point mode: one message per reading. Reading i of a batch
+message has seqNo + i and msgId ``<site>/<deviceId>/<seqNo + i>``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Sequence
+
+import attrs
+
+from sitegate.model import SCHEMA_VERSION, Batch
+
+_dumps = json.JSONEncoder(separators=(",", ":"), default=str, allow_nan=False).encode
+
+
+def _safe(values: Sequence[Any]) -> list[Any]:
+    # JSON has no NaN/inf; a reading's value may be one (a sensor fault). Send null, never crash.
+    return [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
+
+
+def encode_batch(site: str, batch: Batch) -> bytes:
+    ts = batch.timestamps
+    doc = {
+        "msgId": f"{site}/{batch.device}/{batch.seq}",
+        "deviceId": batch.device,
+        "seqNo": batch.seq,
+        "producedAt": max(ts) if ts else 0.0,
+        "schemaVersion": SCHEMA_VERSION,
+        "site": site,
+        "points": list(batch.points),
+        "values": list(batch.values),
+        "ts": list(ts),
+    }
+    if batch.quality is not None:
+        doc["quality"] = list(batch.quality)
+    try:
+        return _dumps(doc).encode()
+    except ValueError:
+        doc["values"] = _safe(batch.values)
+        return _dumps(doc).encode()
+
+
+def encode_point(site: str, device: str, seq: int, point: str, value: Any, ts: float, quality: int) -> bytes:
+    if isinstance(value, float) and not math.isfinite(value):
+        value = None
+    doc = {"msgId": f"{site}/{device}/{seq}", "deviceId": device, "seqNo": seq, "producedAt": ts,
+           "schemaVersion": SCHEMA_VERSION, "site": site, "point": point, "value": value, "ts": ts}
+    if quality:
+        doc["quality"] = quality
+    return _dumps(doc).encode()
+
+
+@attrs.frozen(slots=True)
+class Envelope:
+    """One decoded sitegate message: whose readings, with which numbers."""
+
+    site: str
+    device: str
+    seq: int
+    points: list[str]
+    values: list[Any]
+    timestamps: list[float]
+    quality: list[int] | None
+
+    def msg_id(self, i: int = 0) -> str:
+        return f"{self.site}/{self.device}/{self.seq + i}"
+
+
+def decode(payload: bytes) -> list[Envelope]:
+    """Read a batch- or point-mode message; raises MalformedPayload (a ValueError) naming the problem."""
+    from .payload import MalformedPayload
+
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedPayload(f"sitegate payload is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise MalformedPayload(f"sitegate payload: expected a JSON object, got {type(doc).__name__}")
+    try:
+        version = doc["schemaVersion"]
+        if version != SCHEMA_VERSION:
+            raise MalformedPayload(f"sitegate payload: schemaVersion {version!r} is not understood "
+                                   f"(this gateway reads {SCHEMA_VERSION})")
+        device, seq = doc["deviceId"], doc["seqNo"]
+        site = doc.get("site") or doc["msgId"].rsplit("/", 2)[0]
+        if not isinstance(device, str) or not device or isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise MalformedPayload(f"sitegate payload: bad deviceId {device!r} or seqNo {seq!r}")
+        if "points" in doc:
+            points, values, ts = doc["points"], doc["values"], doc["ts"]
+            quality = doc.get("quality")
+            n = len(points)
+            if not (isinstance(points, list) and isinstance(values, list) and isinstance(ts, list)) \
+                    or len(values) != n or len(ts) != n or (quality is not None and len(quality) != n):
+                raise MalformedPayload("sitegate payload: points, values, ts (and quality) must be lists of one length")
+        else:
+            points, values, ts = [doc["point"]], [doc["value"]], [doc["ts"]]
+            quality = [doc["quality"]] if doc.get("quality") else None
+        if not all(isinstance(p, str) and p for p in points):
+            raise MalformedPayload("sitegate payload: point names must be non-empty strings")
+        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in ts):
+            raise MalformedPayload("sitegate payload: timestamps must be numbers")
+        ts = [float(t) for t in ts]
+    except KeyError as exc:
+        raise MalformedPayload(f"sitegate payload: missing {exc.args[0]!r}") from None
+    except (TypeError, AttributeError) as exc:
+        raise MalformedPayload(f"sitegate payload: {exc}") from None
+    return [Envelope(site, device, seq, list(points), list(values), ts, quality)]

@@ -1,0 +1,102 @@
+"""The sink kind: batches become MQTT messages, and `deliver` returns once the broker PUBACKed them all.
+
+A broker outage is normal operation: `deliver` raises SinkError (the data plane keeps
+the readings and retries), it never blocks for the whole outage nor crashes the entry.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import trio
+
+from sitegate.model import Batch
+from sitegate.plugins import SinkError
+
+from . import envelope
+from .config import PublishConfig
+from .connection import Connection, NotConnected
+from .origins import OriginBook
+
+_WILDCARDS = str.maketrans({"+": "_", "#": "_", "\x00": "_"})
+
+
+class MqttSink:
+    def __init__(self, conn: Connection, site: str, entry_id: str, cfg: PublishConfig,
+                 origins: OriginBook | None = None):
+        self.conn = conn
+        self.site = site
+        self.entry_id = entry_id
+        self.cfg = cfg
+        self.origins = origins
+        self.template = cfg.topic_template
+        self.batch_mode = cfg.mode == "batch"
+        self._topics: dict[Any, str] = {}
+        self.counters = {"deliveries": 0, "messages": 0, "readings": 0, "failures": 0}
+        self.last_error = ""
+        self.last_delivered_at: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.conn.online
+
+    def _topic(self, device: str, point: str = "") -> str:
+        key = (device, point)
+        topic = self._topics.get(key)
+        if topic is None:
+            if len(self._topics) > 100_000:
+                self._topics.clear()
+            topic = self.template.format(site=self.site, entry=self.entry_id,
+                                         device=device.translate(_WILDCARDS), point=point.translate(_WILDCARDS))
+            self._topics[key] = topic
+        return topic
+
+    def encode(self, batches: Sequence[Batch]) -> list[tuple[str, bytes]]:
+        """The (topic, payload) messages for these batches, in order."""
+        out: list[tuple[str, bytes]] = []
+        origins = self.origins.sites if self.origins is not None else {}
+        for batch in batches:
+            if not len(batch):
+                continue
+            site = origins.get(batch.device, self.site) if origins else self.site
+            if self.batch_mode:
+                out.append((self._topic(batch.device), envelope.encode_batch(site, batch)))
+            else:
+                seq, device = batch.seq, batch.device
+                for i, (point, value, ts, q) in enumerate(batch.rows()):
+                    out.append((self._topic(device, point),
+                                envelope.encode_point(site, device, seq + i, point, value, ts, q)))
+        return out
+
+    async def deliver(self, batches: Sequence[Batch]) -> None:
+        messages = self.encode(batches)
+        if not messages:
+            return
+        try:
+            delivery = self.conn.publish_many(messages, self.cfg.qos, self.cfg.retain)
+        except NotConnected as exc:
+            self._failed(str(exc))
+            raise SinkError(str(exc)) from None
+        with trio.move_on_after(float(self.cfg.timeout)):
+            await delivery.event.wait()
+        if delivery.error is not None:
+            self._failed(delivery.error)
+            raise SinkError(delivery.error, permanent=delivery.permanent)
+        if delivery.remaining:
+            error = (f"{self.conn.where}: {delivery.remaining} of {len(messages)} messages not acknowledged "
+                     f"within {float(self.cfg.timeout):g} s")
+            self._failed(error)
+            raise SinkError(error)
+        self.counters["deliveries"] += 1
+        self.counters["messages"] += len(messages)
+        self.counters["readings"] += sum(len(b) for b in batches)
+        self.last_delivered_at = time.time()
+
+    def _failed(self, error: str) -> None:
+        self.counters["failures"] += 1
+        self.last_error = error
+
+    def describe(self) -> dict[str, Any]:
+        return {"topic": self.template, "mode": self.cfg.mode, "qos": self.cfg.qos, **self.counters,
+                "last_error": self.last_error, "last_delivered_at": self.last_delivered_at}

@@ -1,0 +1,177 @@
+"""The mqtt sink against a real Mosquitto: headers, topics, outages, TLS, credentials, birth and will."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import trio
+
+from sitegate.testing.harness import running_site, wait_for
+from sitegate.testing.mosquitto import MqttObserver
+
+from tests.mqtt.helpers import deliver_with_retry, loaded, make_batches, mqtt_entry, payloads, site_with
+
+pytestmark = pytest.mark.mosquitto
+
+
+async def test_batch_mode_message_carries_header_and_readings(mosquitto, tmp_path):
+    broker = mosquitto()
+    with MqttObserver(broker, "plant/#") as obs:
+        async with running_site(tmp_path, site_with(mqtt_entry("uplink", broker), site="plant")) as host:
+            await loaded(host, "uplink")
+            sink = host.sinks["uplink"]
+            batches = make_batches("press.dev0", 3, per_batch=4)
+            await sink.deliver(batches)
+            msgs = await obs.wait_count(3, "plant/press.dev0")
+    docs = payloads(msgs)
+    assert [d["seqNo"] for d in docs] == [0, 4, 8]
+    first = docs[0]
+    assert first["msgId"] == "plant/press.dev0/0"
+    assert first["deviceId"] == "press.dev0" and first["schemaVersion"] == 1
+    assert first["points"] == ["p0", "p1", "p2", "p3"] and first["values"] == [0, 1, 2, 3]
+    assert first["producedAt"] == max(first["ts"])
+
+
+async def test_point_mode_uses_topic_template_over_mqtt_311(mosquitto, tmp_path):
+    broker = mosquitto()
+    extra = """
+protocol: "3.1.1"
+publish: {mode: point, topic: "{site}/{device}/{point}"}
+"""
+    with MqttObserver(broker, "plant-a/#") as obs:
+        async with running_site(tmp_path, site_with(mqtt_entry("uplink", broker, extra=extra), site="plant-a")) as host:
+            await loaded(host, "uplink")
+            await host.sinks["uplink"].deliver(make_batches("line3", 1, per_batch=3, start_seq=10))
+            msgs = await obs.wait_count(3, "plant-a/line3/+")
+    assert sorted(m.topic for m in msgs) == ["plant-a/line3/p0", "plant-a/line3/p1", "plant-a/line3/p2"]
+    docs = {m.topic: json.loads(m.payload) for m in msgs}
+    assert docs["plant-a/line3/p2"]["msgId"] == "plant-a/line3/12"
+    assert docs["plant-a/line3/p2"]["value"] == 12
+
+
+async def test_broker_outage_mid_stream_loses_nothing_and_keeps_order(mosquitto, tmp_path):
+    broker = mosquitto()
+    devices = ["dev0", "dev1"]
+    n_rounds, per = 40, 5
+    with MqttObserver(broker, "s/#", session="observer-outage") as obs:
+        async with running_site(tmp_path, site_with(mqtt_entry("uplink", broker), site="s")) as host:
+            await loaded(host, "uplink")
+            sink = host.sinks["uplink"]
+            plan = {d: make_batches(d, n_rounds, per_batch=per) for d in devices}
+            failures = 0
+
+            async def outage():
+                await broker.astop()
+                # the broker stays away until the gateway has felt it a few times
+                await wait_for(lambda: sink.counters["failures"] >= 5, 20, what="deliveries failing during the outage")
+                await broker.astart()
+
+            async with trio.open_nursery() as nursery:
+                for r in range(n_rounds):
+                    if r == 10:
+                        nursery.start_soon(outage)
+                    failures += await deliver_with_retry(sink, [plan[d][r] for d in devices])
+            assert failures > 0, "the outage should have made deliveries fail (and be retried)"
+            assert host.entry("uplink").state.label == "loaded", "a broker outage must not fail the entry"
+            for d in devices:
+                await obs.wait_for(lambda ms, d=d: {json.loads(m.payload)["seqNo"] for m in ms
+                                                     if m.topic == f"s/{d}"} >= {i * per for i in range(n_rounds)},
+                                   f"every batch of {d}", timeout=20)
+    for d in devices:
+        seen, ordered = set(), []
+        for doc in payloads(obs.on(f"s/{d}")):
+            if doc["msgId"] not in seen:          # dedup by msgId, as a consumer does
+                seen.add(doc["msgId"])
+                ordered.append(doc["seqNo"])
+        assert ordered == [i * per for i in range(n_rounds)], f"{d}: out of order or missing: {ordered}"
+
+
+async def test_deliver_while_broker_down_raises_sink_error_not_crash(mosquitto, tmp_path):
+    from sitegate.plugins import SinkError
+
+    broker = mosquitto()
+    async with running_site(tmp_path, site_with(mqtt_entry("uplink", broker), site="s")) as host:
+        await loaded(host, "uplink")
+        await broker.astop()
+        conn = host.entry("uplink").data["connection"]
+        await wait_for(lambda: not conn.online, 5, what="connection noticed the outage")
+        with pytest.raises(SinkError) as info:
+            await host.sinks["uplink"].deliver(make_batches("d", 1))
+        assert not info.value.permanent and "not connected" in str(info.value)
+        await broker.astart()
+        await deliver_with_retry(host.sinks["uplink"], make_batches("d", 1), deadline=10)
+
+
+async def test_tls_with_ca_delivers(mosquitto, tmp_path):
+    broker = mosquitto(tls=True)
+    extra = f"tls: {{ca: {broker.certs.ca}}}"
+    with MqttObserver(broker, "s/#") as obs:
+        async with running_site(tmp_path, site_with(mqtt_entry("uplink", broker, tls=True, extra=extra), site="s")) as host:
+            await loaded(host, "uplink")
+            await host.sinks["uplink"].deliver(make_batches("d", 2))
+            await obs.wait_count(2, "s/d")
+
+
+async def test_tls_with_untrusted_ca_is_a_clear_setup_error(mosquitto, tmp_path):
+    broker = mosquitto(tls=True)
+    extra = f"tls: {{ca: {broker.certs.other_ca}}}"
+    async with running_site(tmp_path, site_with(mqtt_entry("uplink", broker, tls=True, extra=extra), site="s")) as host:
+        await wait_for(lambda: host.entry("uplink").state.label == "setup_error", 10, what="setup_error")
+        assert "certificate verify failed" in host.entry("uplink").reason
+
+
+async def test_mutual_tls_needs_the_client_certificate(mosquitto, tmp_path):
+    broker = mosquitto(mutual_tls=True)
+    c = broker.certs
+    good = f"tls: {{ca: {c.ca}, cert: {c.client_cert}, key: {c.client_key}}}"
+    bad = f"tls: {{ca: {c.ca}}}"
+    with MqttObserver(broker, "s/#") as obs:
+        text = site_with(mqtt_entry("good", broker, tls=True, extra=good), mqtt_entry("nocert", broker, tls=True, extra=bad),
+                         site="s")
+        async with running_site(tmp_path, text) as host:
+            await loaded(host, "good")
+            await host.sinks["good"].deliver(make_batches("d", 1))
+            await obs.wait_count(1, "s/d")
+            # Without a certificate the broker ends the handshake: never online, deliveries fail (retryable).
+            await wait_for(lambda: host.entry("nocert").state.label in ("loaded", "setup_error"), 10, what="nocert settled")
+            nocert = host.entry("nocert")
+            assert not nocert.data["connection"].online
+            if nocert.state.label == "loaded":
+                from sitegate.plugins import SinkError
+                with pytest.raises(SinkError):
+                    await host.sinks["nocert"].deliver(make_batches("d", 1))
+
+
+async def test_username_and_password_from_secrets(mosquitto, tmp_path):
+    broker = mosquitto(users={"gateway": "s3cret-pw"})
+    good = "username: gateway\npassword: !secret mqtt_password"
+    bad = "username: gateway\npassword: wrong"
+    with pytest.raises(Exception):
+        # the observer connects anonymously: refused, which shows anonymous access is off
+        with MqttObserver(broker, "#"):
+            pass
+    text = site_with(mqtt_entry("good", broker, extra=good), mqtt_entry("bad", broker, extra=bad), site="s")
+    async with running_site(tmp_path, text, secrets={"mqtt_password": "s3cret-pw"}) as host:
+        await loaded(host, "good")
+        await host.sinks["good"].deliver(make_batches("d", 1))
+        await wait_for(lambda: host.entry("bad").state.label == "setup_error", 10, what="bad password refused")
+        assert "not authorized" in host.entry("bad").reason.lower() or "bad user" in host.entry("bad").reason.lower()
+
+
+async def test_birth_and_last_will_status(mosquitto, tmp_path):
+    broker = mosquitto()
+    with MqttObserver(broker, "s/uplink/status") as obs:
+        async with running_site(tmp_path, site_with(mqtt_entry("uplink", broker), site="s")) as host:
+            await loaded(host, "uplink")
+            await obs.wait_for(lambda ms: [m.payload for m in ms] == [b"online"], "birth")
+            assert obs.messages[0].retain is False or obs.messages[0].payload == b"online"
+            # Vanish without DISCONNECT (like a crash): the broker publishes the will...
+            conn = host.entry("uplink").data["connection"]
+            conn.client.socket().shutdown(socket.SHUT_RDWR)
+            await obs.wait_for(lambda ms: b"offline" in [m.payload for m in ms], "last will")
+            # ...and paho reconnects by itself, announcing itself again.
+            await obs.wait_for(lambda ms: [m.payload for m in ms][-1:] == [b"online"] and len(ms) >= 3, "second birth")
+        # A clean unload says goodbye itself (a clean disconnect suppresses the will).
+        await obs.wait_for(lambda ms: [m.payload for m in ms][-1:] == [b"offline"] and len(ms) >= 4, "goodbye")
