@@ -345,8 +345,6 @@ class PluginStore:
                 cand = Candidate(record.publisher, record.target, Version(record.version), custom)
                 current, _ = self.active(domain)
                 activate = current is not None and current.version == record.version
-                self.audit.record("reinstall", domain, "ok", version=record.version,
-                                  detail="registry re-signed this version with different bytes")
                 return self._install_candidate(domain, cand, activate=activate, action="reinstall")
             folder = self.package_dir(domain, record.version)
             _check_files(domain, record.version, folder, custom.get("files", {}))
