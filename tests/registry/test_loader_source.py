@@ -52,3 +52,28 @@ def test_version_pin_given_as_a_number_is_understood(lab):
     lab.publish("alpha", "1.0.0")
     source = RegistrySource(lab.repo.path, lab.state, {"alpha": 1.0}, actor="test")
     assert source.prepare()["alpha"].version == "1.0.0"
+
+
+def test_stage_then_abandon_or_commit_for_runtime_upgrade(lab):
+    lab.publish("alpha")
+    source = RegistrySource(lab.repo.path, lab.state, {"alpha": ""}, actor="test")
+    loader = Loader(source)
+    loader.load(["alpha"])
+    lab.publish("alpha", "2.0.0", code="raise RuntimeError('broken release')\n")
+    staged = source.stage("alpha")
+    assert source.locate("alpha") == staged.path and staged.version == "2.0.0"
+    assert lab.store().active("alpha")[0].version == "1.0.0", "staging does not activate"
+    loader.unload_one("alpha")
+    with pytest.raises(SitegateError, match="broken release"):
+        loader.load_one("alpha")  # the core's health check fails here
+    back = source.abandon("alpha")
+    assert back.version == "1.0.0" and loader.load_one("alpha").module.VERSION == "1.0.0"
+    lab.publish("alpha", "2.0.1")
+    loader.unload_one("alpha")
+    source.stage("alpha", ">=2.0.1")
+    assert loader.load_one("alpha").module.VERSION == "2.0.1"
+    assert source.commit("alpha").version == "2.0.1"
+    assert lab.store().active("alpha")[0].version == "2.0.1"
+    assert lab.store().active("alpha")[1].version == "1.0.0"
+    actions = [e["action"] for e in lab.store().audit.entries()]
+    assert actions == ["install", "stage", "stage", "activate"]

@@ -170,3 +170,39 @@ class RegistrySource:
         if domain in self.refused:
             raise self.refused[domain]
         return plugins[domain].path
+
+    # -- runtime upgrade (the core unloads/loads entries; these move the files and the pointer) --
+    def _store(self) -> PluginStore:
+        return PluginStore(self.state_dir, self.registry_dir, actor=self.actor)
+
+    def _use(self, plugin: InstalledPlugin) -> InstalledPlugin:
+        self.prepare()
+        self._plugins[plugin.domain] = plugin
+        self._manifests[plugin.domain] = structure(plugin.manifest, Manifest, file=str(plugin.path / "manifest.json"))
+        self.refused.pop(plugin.domain, None)
+        return plugin
+
+    def stage(self, domain: str, spec: str = "") -> InstalledPlugin:
+        """Verify and unpack the best version for `spec` without activating it; `locate` now returns it.
+
+        Blocking (file and hash work): call through `trio.to_thread.run_sync`.
+        The active version on disk is unchanged until `commit`.
+        """
+        store = self._store()
+        cand = store.choose(domain, spec)
+        plugin = store.install(domain, f"=={cand.version}", activate=False, action="stage")
+        return self._use(plugin)
+
+    def commit(self, domain: str) -> InstalledPlugin:
+        """The staged version passed its health check: make it the active one (the old becomes previous)."""
+        plugin = self.prepare()[domain]
+        return self._use(self._store().activate(domain, plugin.version))
+
+    def abandon(self, domain: str) -> InstalledPlugin:
+        """The staged version failed: `locate` returns the active (old) version again, re-verified."""
+        return self._use(self._store().verify_installed(domain))
+
+    def rollback(self, domain: str) -> InstalledPlugin:
+        """Activate the previous version (after a committed upgrade misbehaves later)."""
+        return self._use(self._store().rollback(domain))
+
