@@ -102,3 +102,18 @@ def test_republished_version_is_reinstalled_not_reported_as_tampered(lab):
     plugin = lab.store().verify_installed("alpha")
     assert "CHANGED" in (plugin.path / "__init__.py").read_text()
     assert json.loads((plugin.path / "manifest.json").read_text())["version"] == "1.0.0"
+
+
+def test_prerelease_only_when_asked_for(lab):
+    lab.publish("alpha", "1.0.0")
+    lab.publish("alpha", "2.0.0-rc.1")
+    assert lab.store().choose("alpha").version.public == "1.0.0"
+    assert str(lab.store().choose("alpha", ">=2.0.0rc1").version) == "2.0.0rc1"
+
+
+def test_publisher_name_cannot_shadow_a_top_level_role(lab):
+    from sitegate.registry.repository import RegistryError
+    from sitegate.registry.keys import NaclSigner
+
+    with pytest.raises(RegistryError, match="reserved"):
+        lab.repo.add_publisher("snapshot", NaclSigner.generate("x").public_key, lab.ring)

@@ -240,6 +240,8 @@ class Repository:
         """Delegate `plugins/<name>/*` to `key`; with replace, the publisher's old keys are revoked."""
         if not name or not name.replace("_", "").replace("-", "").isalnum() or not name.islower():
             raise RegistryError(f"publisher name {name!r}: expected lowercase letters, digits, '-' or '_'")
+        if name in TOP_ROLES:
+            raise RegistryError(f"publisher name {name!r} is reserved for a top-level role")
         md = self.targets()
         roles = md.signed.delegations.roles
         if name in roles:

@@ -208,7 +208,9 @@ class PluginStore:
         elif len(publishers) > 1:
             raise PluginRefused(domain, "delegation", f"signed by several publishers ({', '.join(publishers)}); "
                                 "a domain must have one publisher per registry (ask the registry owner)")
-        matching = [c for c in candidates if specifier.contains(c.version, prereleases=True)]
+        # Pre-releases only when asked for or when nothing else matches (packaging's rule).
+        allowed = set(specifier.filter([c.version for c in candidates]))
+        matching = [c for c in candidates if c.version in allowed]
         if not matching:
             listed = ", ".join(str(c.version) for c in candidates)
             raise PluginRefused(domain, "not-found", f"no signed version matches {spec!r} (signed: {listed})")
