@@ -170,3 +170,43 @@ def test_every_problem_in_every_file_is_reported_at_once(write):
     got = {(i.file.rsplit("/", 1)[-1], i.line, i.path) for i in exc.value.issues}
     assert got == {("site.yaml", 4, "entries[1].config.password"), ("frag.yaml", 3, "entries[0].version"),
                    ("site.yaml", 5, "api.port"), ("site.yaml", 6, "durability")}
+
+
+def test_yaml_merge_keys_may_override_but_a_key_written_twice_is_an_error(write):
+    site = write("site.yaml", """
+        site: x
+        defaults: &sensor {domain: sensor, config: {port: 1}}
+        entries:
+          - <<: *sensor
+            id: a
+            config: {port: 2}
+        """)
+    with pytest.raises(ConfigError) as exc:
+        load_site(site)
+    # `defaults` is not a site key; the override of `config` is not reported as a duplicate
+    assert [(i.line, i.path, i.message.split(";")[0]) for i in exc.value.issues] == [
+        (2, "defaults", "unknown key 'defaults'")]
+
+
+def test_an_unknown_tag_is_named_with_the_known_ones(write):
+    site = write("site.yaml", "site: x\napi:\n  host: !secrets host\n")
+    with pytest.raises(ConfigError) as exc:
+        load_site(site)
+    (issue,) = exc.value.issues
+    assert (issue.line, issue.path) == (3, "api.host")
+    assert issue.message.startswith("unknown tag !secrets; sitegate knows !secret, !include")
+
+
+def test_route_keys_naming_one_thing_accept_a_single_text(write):
+    site = write("site.yaml", "site: x\nroutes:\n  - {from: 'press/*', to: uplink}\n")
+    route = load_site(site).site.routes[0]
+    assert (route.from_, route.to) == (["press/*"], ["uplink"])
+
+
+def test_text_where_a_list_belongs_is_refused_not_split_into_letters(write):
+    site = write("site.yaml", "site: x\nentries: {id: a}\nruntime:\n  retry_backoff: 5s\n")
+    with pytest.raises(ConfigError) as exc:
+        load_site(site)
+    assert [(i.line, i.path, i.message) for i in exc.value.issues] == [
+        (2, "entries", "expected a list, got mapping {'id': 'a'}"),
+        (4, "runtime.retry_backoff", "expected a list, got text '5s'")]

@@ -16,6 +16,7 @@ import attrs
 
 from ..errors import ConfigError, Issue
 from ..structure import structure
+from . import shapes  # noqa: F401  (registers the shape checks on the shared converter)
 from .layers import read_layers
 from .schema import Site
 from .yamlfiles import Broken, LocDict, LocList, ReadContext, Where

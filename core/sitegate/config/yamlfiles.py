@@ -96,16 +96,21 @@ class _SiteLoader(yaml.SafeLoader):
 def _construct_map(loader: _SiteLoader, node: yaml.MappingNode):
     data = LocDict(where=_where(loader, node))
     yield data
-    loader.flatten_mapping(node)   # YAML merge keys (<<: *anchor)
+    # Keys written here, as opposed to those a YAML merge key (<<: *anchor) brings in:
+    # only a key written twice here is a mistake; overriding a merged key is the point of <<.
+    written = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
+    seen: dict[Any, int] = {}
+    loader.flatten_mapping(node)
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if isinstance(key, (LocDict, LocList)) or not isinstance(key, (str, int, float, bool, type(None))):
             loader.ctx.issue("a mapping key must be a plain value, not a mapping or list", _where(loader, key_node))
             continue
-        if key in data:
-            first = data.lines[key][1]
-            loader.ctx.issue(f"duplicate key {key!r} (first at line {first}); YAML would silently keep the last",
-                             _where(loader, key_node))
+        if id(key_node) in written:
+            if key in seen:
+                loader.ctx.issue(f"duplicate key {key!r} (first at line {seen[key]}); YAML would silently keep "
+                                 "the last", _where(loader, key_node))
+            seen[key] = key_node.start_mark.line + 1
         data[key] = loader.construct_object(value_node, deep=False)
         data.lines[key] = _where(loader, key_node)
 
@@ -254,6 +259,13 @@ def _construct_dir(loader: _SiteLoader, node: yaml.Node, tag: str, want: type) -
 
 _SiteLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 _SiteLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+def _construct_unknown(loader: _SiteLoader, suffix: str, node: yaml.Node) -> Any:
+    return loader.ctx.issue(f"unknown tag !{suffix}; sitegate knows {', '.join(TAGS)}", _where(loader, node))
+
+
+TAGS = ("!secret", "!include", "!include_dir_merge_list", "!include_dir_merge_named")
+
+_SiteLoader.add_multi_constructor("!", _construct_unknown)
 _SiteLoader.add_constructor("!secret", _construct_secret)
 _SiteLoader.add_constructor("!include", _construct_include)
 _SiteLoader.add_constructor("!include_dir_merge_list",
