@@ -49,6 +49,17 @@ class _Client(mqtt.Client):
         return rc
 
 
+class _LastError(logging.Handler):
+    """Keeps paho's last warning or error (why a socket failed, e.g. a TLS alert) for our reasons."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.text: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.text = record.getMessage()
+
+
 class Delivery:
     """The PUBACKs one `publish_many` waits for."""
 
@@ -91,6 +102,7 @@ class Connection:
         self.disconnects = 0
         self.session_present = False
         self.last_connect_error: BaseException | None = None
+        self._last_error = _LastError()
         self._online = trio.Event()
         self._settled = trio.Event()       # first outcome (online or refused or gave up) known
         self._pending: dict[int, Delivery] = {}
@@ -146,6 +158,12 @@ class Connection:
         client.on_message = self._t_message
         client.on_subscribe = self._t_subscribe
         client.on_connect_fail = self._t_connect_fail
+        # paho explains socket failures only in its log; a WARNING-level logger costs one
+        # level check per packet (an on_log callback would format every debug line).
+        self._paho_log = logging.getLogger(f"{__name__}.paho.{self.client_id}")
+        self._paho_log.setLevel(logging.WARNING)
+        self._paho_log.addHandler(self._last_error)
+        client.enable_logger(self._paho_log)
         return client
 
     async def start(self) -> None:
@@ -195,6 +213,7 @@ class Connection:
                 pass
         client.disconnect()
         await trio.to_thread.run_sync(client.loop_stop, abandon_on_cancel=True)
+        self._paho_log.removeHandler(self._last_error)
         self.client = None
         self._set_state("offline", "stopped")
 
@@ -293,6 +312,7 @@ class Connection:
             delivery.fail(f"{self.where}: connection lost before the broker acknowledged ({text})")
         if self.state != "refused":
             self._set_state("offline", text)
+        self._settled.set()
 
     # --- paho thread: keep these tiny -------------------------------------------------------
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -321,10 +341,10 @@ class Connection:
         self._call(self._connect_failed, err)
 
     def _t_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        err = client.last_error if isinstance(client, _Client) else None
         text = str(reason_code) if reason_code is not None else "disconnected"
-        if err is not None and text in ("Unspecified error", "Success"):
-            text = str(err)
+        if text in ("Unspecified error", "Success"):
+            text = self._last_error.text or text
+            self._last_error.text = None
         self._call(self._lost, text)
 
     def _t_publish(self, client, userdata, mid, reason_code, properties) -> None:

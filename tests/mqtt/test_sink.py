@@ -8,6 +8,7 @@ import socket
 import pytest
 import trio
 
+from sitegate.plugins import SinkError
 from sitegate.testing.harness import running_site, wait_for
 from sitegate.testing.mosquitto import MqttObserver
 
@@ -89,8 +90,6 @@ async def test_broker_outage_mid_stream_loses_nothing_and_keeps_order(mosquitto,
 
 
 async def test_deliver_while_broker_down_raises_sink_error_not_crash(mosquitto, tmp_path):
-    from sitegate.plugins import SinkError
-
     broker = mosquitto()
     async with running_site(tmp_path, site_with(mqtt_entry("uplink", broker), site="s")) as host:
         await loaded(host, "uplink")
@@ -134,30 +133,32 @@ async def test_mutual_tls_needs_the_client_certificate(mosquitto, tmp_path):
             await loaded(host, "good")
             await host.sinks["good"].deliver(make_batches("d", 1))
             await obs.wait_count(1, "s/d")
-            # Without a certificate the broker ends the handshake: never online, deliveries fail (retryable).
-            await wait_for(lambda: host.entry("nocert").state.label in ("loaded", "setup_error"), 10, what="nocert settled")
-            nocert = host.entry("nocert")
-            assert not nocert.data["connection"].online
-            if nocert.state.label == "loaded":
-                from sitegate.plugins import SinkError
-                with pytest.raises(SinkError):
-                    await host.sinks["nocert"].deliver(make_batches("d", 1))
+            # Without a certificate the broker ends the handshake: the entry stays up, offline, saying why,
+            # and deliveries fail (retryable) rather than crash.
+            await loaded(host, "nocert")
+            conn = host.entry("nocert").data["connection"]
+            await wait_for(lambda: "certificate required" in conn.reason, 10, what=f"reason names the certificate ({conn.reason})")
+            assert not conn.online
+            with pytest.raises(SinkError):
+                await host.sinks["nocert"].deliver(make_batches("d", 1))
 
 
 async def test_username_and_password_from_secrets(mosquitto, tmp_path):
     broker = mosquitto(users={"gateway": "s3cret-pw"})
     good = "username: gateway\npassword: !secret mqtt_password"
     bad = "username: gateway\npassword: wrong"
-    with pytest.raises(Exception):
-        # the observer connects anonymously: refused, which shows anonymous access is off
-        with MqttObserver(broker, "#"):
+    with pytest.raises(RuntimeError, match="could not subscribe"):
+        with MqttObserver(broker, "#", timeout=0.5):   # anonymous: refused
             pass
     text = site_with(mqtt_entry("good", broker, extra=good), mqtt_entry("bad", broker, extra=bad), site="s")
-    async with running_site(tmp_path, text, secrets={"mqtt_password": "s3cret-pw"}) as host:
-        await loaded(host, "good")
-        await host.sinks["good"].deliver(make_batches("d", 1))
-        await wait_for(lambda: host.entry("bad").state.label == "setup_error", 10, what="bad password refused")
-        assert "not authorized" in host.entry("bad").reason.lower() or "bad user" in host.entry("bad").reason.lower()
+    with MqttObserver(broker, "s/#", username="gateway", password="s3cret-pw") as obs:
+        async with running_site(tmp_path, text, secrets={"mqtt_password": "s3cret-pw"}) as host:
+            await loaded(host, "good")
+            await host.sinks["good"].deliver(make_batches("d", 1))
+            await obs.wait_count(1, "s/d")
+            await wait_for(lambda: host.entry("bad").state.label == "setup_error", 10, what="bad password refused")
+            reason = host.entry("bad").reason.lower()
+            assert "not authorized" in reason or "bad user" in reason, reason
 
 
 async def test_birth_and_last_will_status(mosquitto, tmp_path):

@@ -295,7 +295,8 @@ class MqttObserver:
     nothing across broker restarts. Use as a context manager; `wait_count` waits with a deadline.
     """
 
-    def __init__(self, broker: Mosquitto, topics: str | list[str] = "#", *, session: str | None = None):
+    def __init__(self, broker: Mosquitto, topics: str | list[str] = "#", *, session: str | None = None,
+                 username: str | None = None, password: str | None = None, timeout: float = 10.0):
         import paho.mqtt.client as mqtt
 
         self.broker = broker
@@ -305,6 +306,9 @@ class MqttObserver:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=session or "",
                                   clean_session=session is None)
         self.client.reconnect_delay_set(0.05, 0.5)
+        self.timeout = timeout
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
         self.client.on_message = lambda c, u, m: self.messages.append(m)
         self.client.on_subscribe = self._on_subscribe
@@ -318,9 +322,10 @@ class MqttObserver:
     def __enter__(self) -> "MqttObserver":
         self.client.connect_async(self.broker.host, self.broker.port, keepalive=10)
         self.client.loop_start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + self.timeout
         while not self._subscribed:
             if time.monotonic() > deadline:
+                self.__exit__()
                 raise RuntimeError(f"observer could not subscribe on {self.broker.url()}:\n{self.broker.log_tail()}")
             time.sleep(0.005)
         return self
