@@ -261,3 +261,23 @@ def test_domain_signed_by_two_publishers_is_refused_on_first_install(lab):
     lab.publish("alpha", "9.0.0", publisher="mallory")
     exc = refused(lab, {"alpha": ""}, "delegation")
     assert "acme, mallory" in str(exc)
+
+
+def test_signed_artifact_escaping_its_folder_is_refused(lab):
+    """A malicious publisher signs a zip whose entry climbs out of the install folder (zip slip)."""
+    import io
+    import zipfile
+
+    lab.publish("alpha")
+    good = blob_of(lab, "alpha").read_bytes()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(good)) as src, zipfile.ZipFile(buffer, "w") as out:
+        for name in src.namelist():
+            out.writestr(name, src.read(name))
+        out.writestr("alpha/../../../../escaped.py", "print('escaped')\n")
+    evil = buffer.getvalue()
+    (lab.repo.targets_dir / "plugins/acme" / f"{sha256(evil)}.alpha-1.0.1.zip").write_bytes(evil)
+    rewrite_role(lab, "acme", lab.keys["acme"], add_target(lab, "acme", "plugins/acme/alpha-1.0.1.zip", evil))
+    exc = refused(lab, {"alpha": ""}, "manifest")
+    assert "unsafe entry" in str(exc)
+    assert not list(lab.tmp.rglob("escaped.py"))
