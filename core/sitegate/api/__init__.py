@@ -1,0 +1,51 @@
+"""sitegate's WebSocket API and dashboard: `start_api` runs them beside a site (a runner service).
+
+Also starts the device registry (twins.py) the API and dashboard show. See
+docs/websocket-api.md for the protocol and `sitegate token` for access.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from .tokens import TokenStore, ensure_demo_token  # noqa: F401
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..host import SiteHost
+    from .server import ApiServer
+
+log = logging.getLogger(__name__)
+
+
+async def start_twins(host: "SiteHost", nursery: trio.Nursery):
+    from ..twins import Twins
+    twins = host.services.get("twins")
+    if twins is None:
+        twins = Twins(host)
+        host.services["twins"] = twins
+        await nursery.start(twins.run)
+    return twins
+
+
+async def start_api(host: "SiteHost", nursery: trio.Nursery, **kw) -> "ApiServer | None":
+    """Start twins and, when `api.enabled`, the API server; logs the dashboard URL (and a demo token
+    when `api.demo_token` names a role)."""
+    from .server import ApiServer
+    await start_twins(host, nursery)
+    settings = host.loaded.site.api
+    if not settings.enabled:
+        return None
+    server = ApiServer(host, settings, **kw)
+    await nursery.start(server.run)
+    host.services["api"] = server
+    if settings.demo_token:
+        token = ensure_demo_token(host.state_dir, settings.demo_token)
+        log.info("dashboard on %s#token=%s (a fresh %s token; WebSocket API at %s)",
+                 server.url, token, settings.demo_token, server.ws_url)
+    else:
+        log.info("dashboard on %s (WebSocket API at %s); create a token with: sitegate token create %s --role viewer",
+                 server.url, server.ws_url, host.loaded.path)
+    return server

@@ -1,0 +1,305 @@
+"""The WebSocket API's messages as attrs classes: one per command, plus the server's replies.
+
+The same classes validate incoming commands (through the core's cattrs
+converter, so errors name the field) and generate the JSON Schema in
+docs/websocket-api.schema.json (schema.py), so the reference cannot drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+from ..errors import ConfigError
+from ..structure import structure
+
+ROLES = ("viewer", "operator", "admin")
+
+
+def role_rank(role: str) -> int:
+    return ROLES.index(role)
+
+
+@attrs.frozen
+class CommandSpec:
+    name: str
+    cls: type
+    role: str
+    doc: str
+    example: dict[str, Any]          # the command's own fields in an example exchange
+    example_result: Any
+
+
+COMMANDS: dict[str, CommandSpec] = {}
+
+
+def command(name: str, *, role: str, example: dict[str, Any] | None = None, result: Any = None):
+    """Register an attrs class as the fields of command `name`, allowed from `role` up."""
+    assert role in ROLES
+
+    def wrap(cls: type) -> type:
+        COMMANDS[name] = CommandSpec(name, cls, role, (cls.__doc__ or "").strip(), example or {}, result)
+        return cls
+    return wrap
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+# --- envelope -----------------------------------------------------------------------------------
+
+@attrs.frozen
+class Auth:
+    """First message from the client after `auth_required`."""
+
+    type: Literal["auth"] = attrs.field(metadata=_doc("Always `auth`."))
+    access_token: str = attrs.field(metadata=_doc("A token from `sitegate token create`."))
+
+
+@attrs.frozen
+class Envelope:
+    """Every command after authentication: an id (strictly increasing per connection) and a type."""
+
+    id: int = attrs.field(metadata=_doc("Chosen by the client; each must be larger than the previous one."))
+    type: str = attrs.field(metadata=_doc("The command's name."))
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+@command("ping", role="viewer", result=None)
+@attrs.frozen
+class Ping:
+    """Answered with `{"id": N, "type": "pong"}` (not a `result`), as Home Assistant does."""
+
+
+@command("get_site", role="viewer", result={"site": "plant-a/line-3", "entries": 3, "devices": 10,
+                                            "readings_in": 12345, "uptime": 60.0, "role": "viewer",
+                                            "sinks": {"uplink": {"state": "online"}}})
+@attrs.frozen
+class GetSite:
+    """The site: name, uptime, counters, sink connectivity and WAL depth when the data plane runs."""
+
+
+@command("get_entries", role="viewer", result=[{"id": "sim", "domain": "simulator", "state": "loaded"}])
+@attrs.frozen
+class GetEntries:
+    """Every entry with its state, whether the state is recoverable, the reason, retries and counters."""
+
+
+@command("reload_entry", role="operator", example={"entry_id": "sim"}, result={"state": "loaded"})
+@attrs.frozen
+class ReloadEntry:
+    """Unload and set up an entry again; the result holds its state after the first setup attempt."""
+
+    entry_id: str = attrs.field(metadata=_doc("Id of the entry."))
+
+
+@command("unload_entry", role="operator", example={"entry_id": "sim"}, result={"state": "not_loaded"})
+@attrs.frozen
+class UnloadEntry:
+    """Unload an entry (its tasks are cancelled, cleanups run); it stays in the site until reloaded."""
+
+    entry_id: str = attrs.field(metadata=_doc("Id of the entry."))
+
+
+@command("setup_entry", role="operator", example={"entry_id": "sim"}, result={"state": "loaded"})
+@attrs.frozen
+class SetupEntry:
+    """Set up an entry that is not loaded (after `unload_entry` or an error). Refused if it is loaded."""
+
+    entry_id: str = attrs.field(metadata=_doc("Id of the entry."))
+
+
+@command("list_devices", role="viewer", example={"entry_id": "sim"},
+         result=[{"id": "sim.dev0", "entry": "sim", "online": True, "fw_version": "1.0.0", "alarms": []}])
+@attrs.frozen
+class ListDevices:
+    """Device twins: identity, entry, versions, config drift, last seen, online, active alarms."""
+
+    entry_id: str | None = attrs.field(default=None, metadata=_doc("Only devices of this entry."))
+
+
+@command("get_device", role="viewer", example={"device_id": "sim.dev0"},
+         result={"id": "sim.dev0", "online": True,
+                 "points": {"temperature": {"value": 21.5, "ts": 1700000000.0, "quality": 0, "unit": "degC"}}})
+@attrs.frozen
+class GetDevice:
+    """One twin with its points' latest value, quality and timestamp."""
+
+    device_id: str = attrs.field(metadata=_doc("Site-wide device id (`<entry>` or `<entry>.<device>`)."))
+
+
+@command("device_command", role="operator",
+         example={"device_id": "sim.dev0", "action": "write", "point": "temperature", "value": 42, "timeout": 5},
+         result={"status": "ack", "detail": "", "value": 42})
+@attrs.frozen
+class DeviceCommand:
+    """Send a command to the adapter owning the device. Ends in `ack`, or an error `nack`/`timeout`;
+    every command is audited (who, what, result)."""
+
+    device_id: str = attrs.field(metadata=_doc("The device."))
+    action: str = attrs.field(default="write", metadata=_doc("Adapter-defined; `write` sets `point` to `value`."))
+    point: str | None = attrs.field(default=None, metadata=_doc("The point, for `write`."))
+    value: Any = attrs.field(default=None, metadata=_doc("The value to write."))
+    args: dict[str, Any] = attrs.field(factory=dict, metadata=_doc("Further adapter-defined arguments."))
+    timeout: float = attrs.field(default=5.0, metadata=_doc("Seconds to wait for the device's answer (max 60)."))
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 < self.timeout <= 60:
+            raise ValueError(f"timeout: expected 0 < timeout <= 60 seconds, got {self.timeout}")
+
+
+@command("set_desired_config", role="admin", example={"device_id": "sim.dev0", "version": "7"},
+         result={"desired_config": "7", "reported_config": "6", "drift": True})
+@attrs.frozen
+class SetDesiredConfig:
+    """Record the config version a device should run; the twin shows drift until it reports it."""
+
+    device_id: str = attrs.field(metadata=_doc("The device."))
+    version: str = attrs.field(metadata=_doc("The desired config version."))
+
+
+@command("subscribe_readings", role="viewer",
+         example={"devices": ["sim.*"], "points": ["temperature"], "max_rate": 5},
+         result=None)
+@attrs.frozen
+class SubscribeReadings:
+    """Live readings matching the globs. At most `max_rate` event messages per second; each carries
+    the latest value of every matching point that changed since the previous message (coalesced).
+    Events: `{"id": N, "type": "event", "event": {"kind": "readings", "readings": [[device, point,
+    value, ts, quality], ...]}}`."""
+
+    devices: list[str] = attrs.field(factory=lambda: ["*"], metadata=_doc("Glob(s) on device ids."))
+    points: list[str] = attrs.field(factory=lambda: ["*"], metadata=_doc("Glob(s) on point names."))
+    max_rate: float = attrs.field(default=5.0, metadata=_doc("Most messages per second (0.1 to 50)."))
+
+    def __attrs_post_init__(self) -> None:
+        if not 0.1 <= self.max_rate <= 50:
+            raise ValueError(f"max_rate: expected 0.1 to 50 messages per second, got {self.max_rate}")
+
+
+@command("subscribe_events", role="viewer", example={"kinds": ["entry.state", "alert", "device.*"]}, result=None)
+@attrs.frozen
+class SubscribeEvents:
+    """Site events whose kind matches a glob: `entry.state`, `alert`, `device.online`, `device.offline`,
+    `command`, `sink.*`, `plugin.*`, `rollout.*`, ... Events: `{"id": N, "type": "event", "event":
+    {"kind", "source", "device", "point", "severity", "message", "data", "ts"}}`."""
+
+    kinds: list[str] = attrs.field(factory=lambda: ["*"], metadata=_doc("Glob(s) on event kinds."))
+
+
+@command("unsubscribe", role="viewer", example={"subscription": 3}, result=None)
+@attrs.frozen
+class Unsubscribe:
+    """End a subscription made by this connection."""
+
+    subscription: int = attrs.field(metadata=_doc("The id of the subscribe command."))
+
+
+@command("history", role="viewer",
+         example={"device_id": "sim.dev0", "point": "temperature", "start": 1700000000.0, "end": 1700003600.0,
+                  "resolution": 60},
+         result={"entry": "history", "rows": [[1700000000.0, 21.5]]})
+@attrs.frozen
+class History:
+    """Past readings from the history sink (`not_found` when the site has none)."""
+
+    device_id: str = attrs.field(metadata=_doc("The device."))
+    point: str = attrs.field(metadata=_doc("The point."))
+    start: float | None = attrs.field(default=None, metadata=_doc("Unix seconds; default one hour ago."))
+    end: float | None = attrs.field(default=None, metadata=_doc("Unix seconds; default now."))
+    resolution: float | None = attrs.field(default=None, metadata=_doc("Seconds per aggregated row; raw if absent."))
+    entry_id: str | None = attrs.field(default=None, metadata=_doc("Which history entry (default: the first)."))
+
+
+@command("diagnostics", role="operator", example={"entry_id": "sim"}, result={"entries": {"sim": {"state": "loaded"}}})
+@attrs.frozen
+class Diagnostics:
+    """Support bundle: site, entries with their own diagnostics, twins, API counters. Secret values
+    are replaced by `**********`."""
+
+    entry_id: str | None = attrs.field(default=None, metadata=_doc("Only this entry."))
+
+
+@command("list_plugins", role="viewer", result=[{"domain": "simulator", "version": "1.0.0", "kinds": ["adapter"]}])
+@attrs.frozen
+class ListPlugins:
+    """Integrations loaded by the site, with version and kinds; the installed and previous
+    versions when plugins come from the signed registry."""
+
+
+# --- what the server sends ----------------------------------------------------------------------
+
+@attrs.frozen
+class ErrorInfo:
+    code: Literal["invalid_format", "unknown_command", "id_reuse", "not_found", "unauthorized", "timeout",
+                  "nack", "not_allowed", "failed"] = attrs.field(metadata=_doc("Machine-readable reason."))
+    message: str = attrs.field(metadata=_doc("What went wrong and where, for people."))
+
+
+@attrs.frozen
+class AuthRequired:
+    type: Literal["auth_required"] = attrs.field(metadata=_doc("Sent on connect."))
+    sitegate_version: str = attrs.field(metadata=_doc("Server version."))
+
+
+@attrs.frozen
+class AuthOk:
+    type: Literal["auth_ok"] = attrs.field(metadata=_doc("Authenticated; commands may follow."))
+    sitegate_version: str = attrs.field(metadata=_doc("Server version."))
+    role: Literal["viewer", "operator", "admin"] = attrs.field(metadata=_doc("The token's role."))
+
+
+@attrs.frozen
+class AuthInvalid:
+    type: Literal["auth_invalid"] = attrs.field(metadata=_doc("Then the server closes the connection."))
+    message: str = attrs.field(metadata=_doc("Why (unknown token, revoked, rate-limited)."))
+
+
+@attrs.frozen
+class Result:
+    id: int | None = attrs.field(metadata=_doc("The command's id (null if it could not be read)."))
+    type: Literal["result"] = attrs.field(metadata=_doc("A command's answer."))
+    success: bool = attrs.field(metadata=_doc("True with `result`, false with `error`."))
+    result: Any = attrs.field(default=None, metadata=_doc("The command's result."))
+    error: ErrorInfo | None = attrs.field(default=None, metadata=_doc("Why it failed."))
+
+
+@attrs.frozen
+class EventMessage:
+    id: int = attrs.field(metadata=_doc("The subscription (the id of the subscribe command)."))
+    type: Literal["event"] = attrs.field(metadata=_doc("Pushed for a subscription."))
+    event: dict[str, Any] = attrs.field(metadata=_doc("The event; `kind` says which."))
+
+
+@attrs.frozen
+class Pong:
+    id: int = attrs.field(metadata=_doc("The ping's id."))
+    type: Literal["pong"] = attrs.field(metadata=_doc("Answer to ping."))
+
+
+SERVER_MESSAGES = {"auth_required": AuthRequired, "auth_ok": AuthOk, "auth_invalid": AuthInvalid,
+                   "result": Result, "event": EventMessage, "pong": Pong}
+
+
+class BadCommand(Exception):
+    """A command that cannot be read; `code` is the API error code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def parse_command(msg: dict[str, Any]) -> tuple[CommandSpec, Any]:
+    """The command's spec and its validated fields; BadCommand says what is wrong and where."""
+    kind = msg.get("type")
+    spec = COMMANDS.get(kind) if isinstance(kind, str) else None
+    if spec is None:
+        raise BadCommand("unknown_command", f"unknown command type {kind!r}; known: {', '.join(sorted(COMMANDS))}")
+    fields = {k: v for k, v in msg.items() if k not in ("id", "type")}
+    try:
+        return spec, structure(fields, spec.cls, path=kind)
+    except ConfigError as exc:
+        raise BadCommand("invalid_format", "; ".join(str(i) for i in exc.issues)) from None

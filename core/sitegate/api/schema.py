@@ -1,0 +1,105 @@
+"""JSON Schema of the WebSocket API, generated from the attrs classes in messages.py.
+
+`python -m sitegate.api.schema > docs/websocket-api.schema.json` writes it; a
+test checks the committed file equals `api_schema()`, so docs and code agree.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+import typing
+from typing import Any, Literal
+
+import attrs
+
+from .messages import COMMANDS, SERVER_MESSAGES, Auth, ErrorInfo
+
+
+def type_schema(tp: Any) -> dict[str, Any]:
+    """JSON Schema of one Python annotation (the subset the messages use)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return {}
+    if origin is Literal:
+        return {"enum": list(args)}
+    if origin in (typing.Union, types.UnionType):
+        subs = [type_schema(a) for a in args if a is not type(None)]
+        nullable = type(None) in args
+        out = subs[0] if len(subs) == 1 else {"anyOf": subs}
+        if nullable:
+            out = {"anyOf": [out, {"type": "null"}]} if "type" not in out or isinstance(out["type"], list) \
+                else {**out, "type": [out["type"], "null"]}
+        return out
+    if origin in (list, tuple):
+        return {"type": "array", "items": type_schema(args[0]) if args else {}}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": type_schema(args[1]) if len(args) > 1 else {}}
+    if attrs.has(tp):
+        return {"$ref": f"#/$defs/{tp.__name__}"}
+    simple = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+    if tp in simple:
+        return {"type": simple[tp]}
+    raise TypeError(f"no JSON Schema for annotation {tp!r}")
+
+
+def class_schema(cls: type, *, extra: dict[str, Any] | None = None, doc: str | None = None) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    props: dict[str, Any] = dict(extra or {})
+    required = [k for k, v in (extra or {}).items() if v.pop("_required", False)]
+    for a in attrs.fields(cls):
+        prop = type_schema(hints[a.name])
+        if a.metadata.get("doc"):
+            prop["description"] = a.metadata["doc"]
+        if a.default is attrs.NOTHING:
+            required.append(a.name)
+        elif isinstance(a.default, attrs.Factory):   # type: ignore[arg-type]
+            prop["default"] = a.default.factory()
+        elif isinstance(a.default, (int, float, str, bool, type(None))):
+            prop["default"] = a.default
+        props[a.name] = prop
+    out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+    if required:
+        out["required"] = required
+    text = doc if doc is not None else (cls.__doc__ or "").strip()
+    if text:
+        out["description"] = " ".join(text.split())
+    return out
+
+
+def api_schema() -> dict[str, Any]:
+    defs: dict[str, Any] = {"ErrorInfo": class_schema(ErrorInfo), "Auth": class_schema(Auth)}
+    commands = []
+    for name, spec in sorted(COMMANDS.items()):
+        envelope = {
+            "id": {"type": "integer", "description": "Strictly increasing per connection.", "_required": True},
+            "type": {"const": name, "_required": True},
+        }
+        schema = class_schema(spec.cls, extra=envelope, doc=spec.doc)
+        schema["x-role"] = spec.role
+        defs[f"command.{name}"] = schema
+        commands.append({"$ref": f"#/$defs/command.{name}"})
+    server = []
+    for name, cls in SERVER_MESSAGES.items():
+        defs[f"server.{name}"] = class_schema(cls)
+        server.append({"$ref": f"#/$defs/server.{name}"})
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://sitegate.example/websocket-api.schema.json",
+        "title": "sitegate WebSocket API",
+        "description": "Messages of the sitegate WebSocket API (generated from sitegate.api.messages; "
+                       "see docs/websocket-api.md).",
+        "oneOf": [{"$ref": "#/$defs/client"}, {"$ref": "#/$defs/server"}],
+        "$defs": {**defs, "client": {"oneOf": [{"$ref": "#/$defs/Auth"}, *commands]},
+                  "server": {"oneOf": server}},
+    }
+
+
+def render() -> str:
+    return json.dumps(api_schema(), indent=2, sort_keys=False) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.stdout.write(render())

@@ -1,0 +1,106 @@
+"""Running a site with the API in a test, and a small WebSocket client that speaks the protocol."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import trio
+from trio_websocket import open_websocket_url
+
+from sitegate.api import start_api
+from sitegate.api.tokens import TokenStore
+from sitegate.testing import running_site
+
+SITE = """
+site: apitest
+entries:
+  - {{id: sim, domain: simulator, config: {{devices: 2, interval: {interval}}}}}
+api:
+  port: 0
+  queue_soft: {soft}
+  queue_soft_time: {soft_time}
+  queue_hard: {hard}
+  auth_failures: {failures}
+  auth_window: {window}
+{extra}"""
+
+
+@contextlib.asynccontextmanager
+async def api_site(tmp_path: Path, *, interval: float = 0.05, soft: int = 1024, soft_time: float = 10,
+                   hard: int = 4096, failures: int = 5, window: float = 60, extra: str = "", text: str | None = None,
+                   revoke_poll: float = 0.1, **kw) -> AsyncIterator[Any]:
+    """A running site (simulator `sim`, 2 devices) with the API on a free port; yields (host, server, tokens)."""
+    text = text or SITE.format(interval=interval, soft=soft, soft_time=soft_time, hard=hard, failures=failures,
+                               window=window, extra=extra)
+    async with running_site(tmp_path, text, services=False, **kw) as host:
+        async with trio.open_nursery() as nursery:
+            server = await start_api(host, nursery, revoke_poll=revoke_poll)
+            tokens = TokenStore(host.state_dir)
+            try:
+                yield host, server, tokens
+            finally:
+                await server.aclose()
+                nursery.cancel_scope.cancel()
+
+
+class Client:
+    """A protocol client: `await c.call("get_site")` sends with the next id and returns the result message."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.next_id = 1
+        self.events: dict[int, list[dict]] = {}
+        self.backlog: list[dict] = []
+
+    async def recv(self, timeout: float = 5.0) -> dict:
+        with trio.fail_after(timeout):
+            return json.loads(await self.ws.get_message())
+
+    async def send(self, msg: dict) -> None:
+        await self.ws.send_message(json.dumps(msg))
+
+    async def call(self, kind: str, timeout: float = 10.0, **fields) -> dict:
+        mid = self.next_id
+        self.next_id += 1
+        await self.send({"id": mid, "type": kind, **fields})
+        return await self.reply(mid, timeout)
+
+    async def reply(self, mid: int, timeout: float = 10.0) -> dict:
+        with trio.fail_after(timeout):
+            while True:
+                msg = await self.recv(timeout)
+                if msg.get("type") == "event":
+                    self.events.setdefault(msg["id"], []).append(msg["event"])
+                    continue
+                if msg.get("id") == mid:
+                    return msg
+                self.backlog.append(msg)
+
+    async def event(self, sub: int, timeout: float = 5.0) -> dict:
+        if self.events.get(sub):
+            return self.events[sub].pop(0)
+        with trio.fail_after(timeout):
+            while True:
+                msg = await self.recv(timeout)
+                if msg.get("type") == "event" and msg["id"] == sub:
+                    return msg["event"]
+                if msg.get("type") == "event":
+                    self.events.setdefault(msg["id"], []).append(msg["event"])
+                else:
+                    self.backlog.append(msg)
+
+
+@contextlib.asynccontextmanager
+async def connect(server, token: str | None, **kw) -> AsyncIterator[Client]:
+    """An authenticated client (asserts auth_ok) on `server`."""
+    async with open_websocket_url(server.ws_url, **kw) as ws:
+        c = Client(ws)
+        first = await c.recv()
+        assert first["type"] == "auth_required", first
+        await c.send({"type": "auth", "access_token": token})
+        ok = await c.recv()
+        assert ok["type"] == "auth_ok", ok
+        yield c

@@ -1,0 +1,123 @@
+"""The WebSocket API against a running site: site and entries, twins, live readings, commands with ack."""
+
+from __future__ import annotations
+
+import trio
+
+from sitegate.testing import wait_for
+
+from tests.api.support import api_site, connect
+
+
+async def test_get_site_and_entries_show_the_running_simulator(tmp_path):
+    async with api_site(tmp_path) as (host, server, tokens):
+        token, _ = tokens.create("viewer", "ui")
+        async with connect(server, token) as c:
+            site = await c.call("get_site")
+            assert site["success"] and site["result"]["site"] == "apitest"
+            assert site["result"]["role"] == "viewer"
+            entries = (await c.call("get_entries"))["result"]
+            assert [(e["id"], e["state"]) for e in entries] == [("sim", "loaded")]
+            await c.send({"id": 99, "type": "ping"})
+            assert await c.recv() == {"id": 99, "type": "pong"}
+
+
+async def test_subscribe_readings_streams_live_values_of_matching_points_only(tmp_path):
+    async with api_site(tmp_path, interval=0.02) as (host, server, tokens):
+        token, _ = tokens.create("viewer")
+        async with connect(server, token) as c:
+            sub = await c.call("subscribe_readings", devices=["sim.dev1"], points=["temp*"], max_rate=20)
+            assert sub["success"] and sub["result"] is None
+            seen_ts = set()
+            for _ in range(5):
+                ev = await c.event(sub["id"])
+                assert ev["kind"] == "readings"
+                for device, point, value, ts, quality in ev["readings"]:
+                    assert (device, point, quality) == ("sim.dev1", "temperature", 0)
+                    assert isinstance(value, float)
+                    seen_ts.add(ts)
+            assert len(seen_ts) >= 3, "values should keep changing"
+            # The rate limit holds: at most ~20 messages/s for a 50 batches/s source.
+            t0 = trio.current_time()
+            for _ in range(10):
+                await c.event(sub["id"])
+            assert trio.current_time() - t0 >= 9 / 20 * 0.8
+            assert (await c.call("unsubscribe", subscription=sub["id"]))["success"]
+            again = await c.call("unsubscribe", subscription=sub["id"])
+            assert again["error"]["code"] == "not_found"
+
+
+async def test_write_command_round_trips_with_ack_and_is_audited(tmp_path):
+    async with api_site(tmp_path, interval=0.02) as (host, server, tokens):
+        token, info = tokens.create("operator", "op1")
+        async with connect(server, token) as c:
+            res = await c.call("device_command", device_id="sim.dev0", action="write", point="temperature", value=77.5)
+            assert res["success"], res
+            assert res["result"]["status"] == "ack" and res["result"]["value"] == 77.5
+            # The value now comes back in the live readings and in the twin.
+            sub = await c.call("subscribe_readings", devices=["sim.dev0"], points=["temperature"], max_rate=20)
+            ev = await c.event(sub["id"])
+            assert ev["readings"][0][2] == 77.5
+            dev = (await c.call("get_device", device_id="sim.dev0"))["result"]
+            assert dev["points"]["temperature"]["value"] == 77.5
+            nack = await c.call("device_command", device_id="sim.dev0", action="reboot")
+            assert nack["error"]["code"] == "nack" and "unknown action 'reboot'" in nack["error"]["message"]
+            missing = await c.call("device_command", device_id="nope", point="x", value=1)
+            assert missing["error"]["code"] == "not_found"
+        log = host.services["twins"].audit_log()
+        assert [(a["who"], a["action"], a["status"]) for a in log[:2]] == [("op1", "reboot", "nack"),
+                                                                           ("op1", "write", "ack")]
+
+
+async def test_devices_are_listed_with_firmware_and_go_offline_when_their_entry_unloads(tmp_path):
+    async with api_site(tmp_path, interval=0.02) as (host, server, tokens):
+        host.services["twins"].tick = 0.05
+        host.services["twins"].min_offline_after = 0.3
+        token, _ = tokens.create("operator")
+        async with connect(server, token) as c:
+            events = await c.call("subscribe_events", kinds=["device.*", "entry.state"])
+            await wait_for(lambda: all(t.online for t in host.services["twins"].twins.values()),
+                           what="devices online")
+            devices = (await c.call("list_devices"))["result"]
+            assert [(d["id"], d["online"], d["fw_version"], d["entry"]) for d in devices] == [
+                ("sim.dev0", True, "1.0.0", "sim"), ("sim.dev1", True, "1.0.0", "sim")]
+            res = await c.call("unload_entry", entry_id="sim")
+            assert res["result"]["state"] == "not_loaded"
+            offline = set()
+            with trio.fail_after(5):
+                while len(offline) < 2:
+                    ev = await c.event(events["id"])
+                    if ev["kind"] == "device.offline":
+                        offline.add(ev["device"])
+            devices = (await c.call("list_devices"))["result"]
+            assert not any(d["online"] for d in devices)
+            res = await c.call("setup_entry", entry_id="sim")
+            assert res["result"]["state"] == "loaded"
+
+
+async def test_history_without_a_history_entry_is_not_found_with_a_reason(tmp_path):
+    async with api_site(tmp_path) as (host, server, tokens):
+        token, _ = tokens.create("viewer")
+        async with connect(server, token) as c:
+            res = await c.call("history", device_id="sim.dev0", point="temperature")
+            assert res["error"]["code"] == "not_found"
+            assert "history" in res["error"]["message"]
+
+
+async def test_diagnostics_redact_secret_values(tmp_path):
+    text = """
+    site: apitest
+    entries:
+      - {id: sim, domain: simulator, config: {devices: 1, interval: 0.1, device_prefix: !secret prefix}}
+    api: {port: 0}
+    """
+    async with api_site(tmp_path, text=text, secrets={"prefix": "hunter2secret"}) as (host, server, tokens):
+        token, _ = tokens.create("operator")
+        async with connect(server, token) as c:
+            res = await c.call("diagnostics")
+            assert res["success"], res
+            import json
+            text_out = json.dumps(res["result"])
+            assert "hunter2secret" not in text_out
+            assert "**********" in text_out
+            assert res["result"]["entries"]["sim"]["state"] == "loaded"
