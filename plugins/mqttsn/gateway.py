@@ -52,6 +52,13 @@ class Outgoing:
     payload: bytes
     qos: int
     retain: bool = False
+    # Called once with True when the client has it (QoS 0: sent), False when it was given up.
+    done: Callable[[bool], None] | None = attrs.field(default=None, eq=False, repr=False)
+
+
+def _finish(item: Outgoing, ok: bool) -> None:
+    if item.done is not None:
+        item.done(ok)
 
 
 class _Inflight:
@@ -149,13 +156,14 @@ class Gateway:
     `diagnostics()` say what happened.
     """
 
-    def __init__(self, config: GatewayConfig, deliver: Deliver, *, device_prefix: str = "",
+    def __init__(self, config: GatewayConfig, deliver: Deliver, *, device_prefix: str = "", source: str = "",
                  on_event: Callable[..., None] | None = None, clock: Callable[[], float] = time.time):
         self.config = config
         self._deliver = deliver
         self._on_event = on_event or (lambda kind, **data: None)
         self._wall = clock
-        self.mapper = PayloadMapper(config.topics, unmapped=config.unmapped, device_prefix=device_prefix)
+        self.mapper = PayloadMapper(config.topics, unmapped=config.unmapped, device_prefix=device_prefix,
+                                    source=source)
         self.predefined = dict(config.predefined)
         self._predefined_ids = {name: tid for tid, name in config.predefined.items()}
         self.sessions: dict[str, Session] = {}      # by client id
@@ -523,6 +531,9 @@ class Gateway:
                     if inf.retries >= cfg.retry_count:
                         self.stats["delivery_failures"] += 1
                         s.inflight = None
+                        if inf.kind == "register":
+                            s.outq.popleft()
+                        _finish(inf.item, False)
                         self._pump(s)
                     else:
                         inf.retries += 1
@@ -762,12 +773,14 @@ class Gateway:
         self._send(peer, c.Unsuback(msg.msg_id))
 
     # --- messages to clients ---------------------------------------------------------------
-    def send_to_topic(self, topic: str, payload: bytes, qos: int = 0, *, retain: bool = False) -> int:
+    def send_to_topic(self, topic: str, payload: bytes, qos: int = 0, *, retain: bool = False,
+                      on_done: Callable[[str, bool], None] | None = None) -> int:
         """Publish `payload` on `topic` to every client subscribed to it; returns how many.
 
         Sleeping clients get it when they wake (buffered, bounded); clients subscribed
         with a wildcard first get a REGISTER for the topic. QoS is the lower of `qos`
-        and the subscription's.
+        and the subscription's. `on_done(client_id, ok)` is called per client when it has
+        the message (acknowledged at QoS 1/2, sent at QoS 0) or it was given up.
         """
         if not self._valid_topic(topic):
             raise ValueError(f"send_to_topic: {topic!r} is not a valid topic name (no wildcards, "
@@ -794,12 +807,13 @@ class Gateway:
             if granted < 0:
                 continue
             n += 1
-            self._enqueue(s, Outgoing(topic, payload, min(qos, granted), retain))
+            done = None if on_done is None else (lambda ok, cid=s.client_id: on_done(cid, ok))
+            self._enqueue(s, Outgoing(topic, payload, min(qos, granted), retain, done))
         return n
 
     def _enqueue(self, s: Session, item: Outgoing) -> None:
         if len(s.outq) >= self.config.max_buffered_per_client:
-            s.outq.popleft()      # the oldest goes: for commands the newest matters most
+            _finish(s.outq.popleft(), False)   # the oldest goes: for commands the newest matters most
             self.stats["buffer_dropped"] += 1
         s.outq.append(item)
         self._pump(s)
@@ -813,7 +827,7 @@ class Gateway:
             item = s.outq[0]
             tid_type, tid = self._outgoing_topic(s, item.topic)
             if tid is None:
-                s.outq.popleft()
+                _finish(s.outq.popleft(), False)
                 self.stats["delivery_failures"] += 1   # the client's topic table is full
                 continue
             if tid_type is None:
@@ -829,6 +843,8 @@ class Gateway:
             self._send_raw(s.peer, wire)
             if item.qos > 0:
                 s.inflight = _Inflight("publish", mid, wire, now, item, tid)
+            else:
+                _finish(item, True)
         if s.state is State.AWAKE and s.inflight is None and not s.outq:
             # Everything buffered is out: PINGRESP sends the client back to sleep (spec 6.14).
             s.state = State.ASLEEP
@@ -857,7 +873,7 @@ class Gateway:
         if msg.return_code == _ACCEPTED:
             session.known.add(inf.topic_id)
         else:
-            session.outq.popleft()   # the client refused the topic: drop that message
+            _finish(session.outq.popleft(), False)   # the client refused the topic: drop that message
             self.stats["delivery_failures"] += 1
         self._pump(session)
 
@@ -875,6 +891,9 @@ class Gateway:
             session.outq.appendleft(inf.item)
         elif msg.return_code != _ACCEPTED:
             self.stats["delivery_failures"] += 1
+            _finish(inf.item, False)
+        else:
+            _finish(inf.item, True)
         self._pump(session)
 
     def _on_pubrec(self, msg: c.Pubrec, peer: Peer, session: Session | None, now: float) -> None:
@@ -896,6 +915,7 @@ class Gateway:
             self.stats["unexpected"] += 1
             return
         session.inflight = None
+        _finish(inf.item, True)
         self._pump(session)
 
     # --- inspection ----------------------------------------------------------------------

@@ -281,12 +281,13 @@ class PayloadMapper:
     """
 
     def __init__(self, rules: Sequence[TopicRule], *, unmapped: str = "auto", device_prefix: str = "",
-                 cache_size: int = 4096):
+                 source: str = "", cache_size: int = 4096):
         if unmapped not in ("auto", "drop"):
             raise ValueError(f"unmapped: expected auto or drop, got {unmapped!r}")
         self.rules = [_Compiled(r) for r in rules]
         self.unmapped = unmapped
         self.device_prefix = device_prefix
+        self.source = source
         self._auto = _Compiled(TopicRule("#", "number", "{client}", "{topic}"))
         self._cache: dict[str, _Compiled | None] = {}
         self._cache_size = cache_size
@@ -322,4 +323,4 @@ class PayloadMapper:
                 names, values, ts, quality = c._text(payload, point, now)
         else:
             names, values, ts, quality = c.decode(payload, point, now)
-        return Batch(device, names, values, [ts] * len(names), quality)
+        return Batch(device, names, values, [ts] * len(names), quality, self.source)

@@ -1,0 +1,127 @@
+"""MQTT-SN gateway integration: battery sensor nodes on UDP publish, sleep, wake and take commands.
+
+The entry runs one Gateway (gateway.py) in its nursery; publishes become readings
+through payload.py rules and reach the pipeline through the entry, so QoS 1/2 are
+acknowledged only once the pipeline has them. Config: config.py; wire format: codec.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import trio
+
+from sitegate.hookspecs import hookimpl
+from sitegate.model import Command, CommandResult, DeviceInfo, Severity
+
+from .config import GatewayConfig
+from .gateway import Gateway
+
+
+@hookimpl
+def config_schema() -> type:
+    return GatewayConfig
+
+
+@hookimpl
+async def setup_entry(entry) -> None:
+    from sitegate.errors import EntryNotReady
+
+    cfg: GatewayConfig = entry.config
+    pipeline = entry.host.pipeline
+    declared: set[str] = set()
+
+    async def deliver(batches) -> bool:
+        # Saturated pipeline: the gateway answers QoS 1/2 with "rejected: congestion".
+        if pipeline.saturated():
+            return False
+        await entry.publish_many(batches)
+        return True
+
+    def on_event(kind: str, **data: Any) -> None:
+        client = data.get("client")
+        device = entry.device_name(client) if client else None
+        if kind == "client.connected" and device not in declared and len(declared) < cfg.max_sessions:
+            declared.add(device)
+            entry.declare_device(DeviceInfo(device, entry.id, name=client, model="MQTT-SN node"))
+        if kind == "client.lost":
+            entry.emit("mqttsn.client_lost", device=device, severity=Severity.WARNING,
+                       message=f"MQTT-SN client {client!r} stopped answering (keep-alive or sleep timer ran out)")
+
+    gw = Gateway(cfg, deliver, device_prefix=f"{entry.id}.", source=entry.id, on_event=on_event,
+                 clock=entry.clock)
+    entry.data["gateway"] = gw
+    try:
+        await entry.start(gw.serve, name=f"{entry.id}:gateway")
+    except OSError as exc:
+        raise EntryNotReady(f"cannot listen on udp {cfg.host}:{cfg.port}: {exc}") from exc
+
+
+def _payload(value: Any) -> bytes:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return json.dumps(value).encode("utf-8")
+
+
+@hookimpl
+async def adapter_command(entry, command: Command) -> CommandResult:
+    """`write` publishes the value on `command_topic` for the device's client; `publish` takes
+    `topic`, `payload`, `qos` and `retain` in args. Ack once every subscribed client has it."""
+    cfg: GatewayConfig = entry.config
+    gw: Gateway | None = entry.data.get("gateway")
+    if gw is None:
+        return CommandResult("nack", "the gateway is not running")
+    prefix = f"{entry.id}."
+    if command.action == "write":
+        if not command.device.startswith(prefix) or command.point is None:
+            return CommandResult("nack", f"write needs a device of entry {entry.id!r} ('{prefix}<client id>') "
+                                         "and a point")
+        client = command.device[len(prefix):]
+        topic = cfg.command_topic.format(device=client, point=command.point)
+        qos, retain = cfg.command_qos, False
+    elif command.action == "publish":
+        topic = command.args.get("topic")
+        if not isinstance(topic, str):
+            return CommandResult("nack", "publish needs args.topic (a topic name)")
+        qos = command.args.get("qos", cfg.command_qos)
+        retain = bool(command.args.get("retain", False))
+    else:
+        return CommandResult("nack", f"unknown action {command.action!r}; the MQTT-SN gateway understands "
+                                     "'write' and 'publish'")
+    payload = _payload(command.value if command.action == "write" else command.args.get("payload", b""))
+    outcome: dict[str, bool] = {}
+    finished = trio.Event()
+    expected = 0
+
+    def on_done(client_id: str, ok: bool) -> None:
+        outcome[client_id] = ok
+        if len(outcome) >= expected:
+            finished.set()
+
+    try:
+        expected = gw.send_to_topic(topic, payload, qos, retain=retain, on_done=on_done)
+    except ValueError as exc:
+        return CommandResult("nack", str(exc))
+    if expected == 0:
+        detail = "no client is subscribed to " + repr(topic)
+        return CommandResult("ack", detail + " (retained for later subscribers)") if retain else \
+            CommandResult("nack", detail)
+    if len(outcome) < expected:
+        with trio.move_on_after(command.timeout):
+            await finished.wait()
+    failed = sorted(cid for cid, ok in outcome.items() if not ok)
+    if failed:
+        return CommandResult("nack", f"given up for {', '.join(failed)} (no acknowledgement after retries)")
+    if len(outcome) < expected:
+        return CommandResult("timeout", f"{expected - len(outcome)} of {expected} client(s) have not acknowledged "
+                                        f"{topic!r} yet (asleep or slow); the message stays buffered")
+    return CommandResult("ack", value=expected)
+
+
+@hookimpl
+def entry_diagnostics(entry) -> dict[str, Any]:
+    gw: Gateway | None = entry.data.get("gateway")
+    return gw.diagnostics() if gw is not None else {}

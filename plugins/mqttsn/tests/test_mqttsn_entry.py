@@ -1,0 +1,80 @@
+"""The mqttsn integration inside a real site: readings reach the pipeline, commands reach nodes."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import trio
+
+from sitegate.errors import ConfigError
+from sitegate.model import Command
+from sitegate.structure import structure
+from sitegate.testing import Recorder, running_site, wait_for
+
+from plugins.mqttsn import codec as c
+from plugins.mqttsn.config import GatewayConfig
+
+
+
+def free_udp_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+async def test_site_entry_publishes_readings_and_sends_commands(tmp_path, third_party, raw_client):
+    port = free_udp_port()
+    site = f"""
+    site: t
+    entries:
+      - id: sensors
+        domain: mqttsn
+        config:
+          host: 127.0.0.1
+          port: {port}
+          predefined: {{1: "line3/press/temp"}}
+          topics:
+            - {{topic: "line3/+/temp", device: "{{1}}", point: temp}}
+    """
+    async with running_site(tmp_path, site) as host:
+        rec = Recorder(host)
+        node = third_party(port, "press")
+        await node.do("send_connect")
+        await node.do("send_publish_predefined", 1, b"71.5", 1)   # PUBACK after the pipeline took it
+        readings = rec.readings("sensors.press")
+        assert [(p, v) for _, p, v, _ in readings] == [("temp", 71.5)]
+        assert host.devices.devices["sensors.press"].model == "MQTT-SN node"
+
+        # A write command goes to the node's command topic; ack once the node has it (PUBACK).
+        cl = await raw_client(port)
+        await cl.connect("valve")
+        await cl.send(c.Subscribe(1, "valve/cmd/open", qos=1))
+        await cl.expect(c.Suback)
+        result = []
+
+        async def command():
+            result.append(await host.command("sensors", Command("sensors.valve", "write", "open", 1, timeout=5)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(command)
+            pub = await cl.expect(c.Publish)
+            assert pub.data == b"1"
+            await cl.send(c.Puback(pub.topic_id, pub.msg_id))
+        assert result[0].status == "ack", result[0]
+        missing = await host.command("sensors", Command("sensors.nobody", "write", "x", 1, timeout=1))
+        assert missing.status == "nack" and "no client is subscribed" in missing.detail
+        assert host.entry("sensors").integration.hook("entry_diagnostics")(entry=host.entry("sensors"))[
+            "counters"]["publishes_in"] == 1
+
+
+def test_bad_config_is_refused_with_its_place():
+    with pytest.raises(ConfigError) as err:
+        structure({"port": 1884, "predefined": {0: "a/b"}, "topics": [{"topic": "a/#/b"}]}, GatewayConfig)
+    text = str(err.value)
+    assert "topic id 0 is outside 1..65534" in text or "'#' must be the last level" in text
+    with pytest.raises(ConfigError) as err:
+        structure({"topics": [{"topic": "a/b", "format": "xml"}]}, GatewayConfig)
+    assert "format: expected one of number, text, json, struct, got 'xml'" in str(err.value)
