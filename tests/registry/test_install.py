@@ -117,3 +117,10 @@ def test_publisher_name_cannot_shadow_a_top_level_role(lab):
 
     with pytest.raises(RegistryError, match="reserved"):
         lab.repo.add_publisher("snapshot", NaclSigner.generate("x").public_key, lab.ring)
+
+
+def test_newest_version_supporting_this_core_is_chosen(lab):
+    lab.publish("alpha", "1.0.0")
+    lab.publish("alpha", "2.0.0", requires=">=2.0,<3")
+    assert lab.store().install("alpha").version == "1.0.0"
+    assert lab.store(core_api="2.0").upgrade("alpha").version == "2.0.0"

@@ -215,14 +215,11 @@ class PluginStore:
             listed = ", ".join(str(c.version) for c in candidates)
             raise PluginRefused(domain, "not-found", f"no signed version matches {spec!r} (signed: {listed})")
         for cand in matching:
-            try:
-                check_core_api(domain, str(cand.version), cand.custom.get("requires", ""), self.core_api)
+            if _supports_core(cand, self.core_api):
                 return cand
-            except PluginRefused:
-                continue
-        best = matching[0]
-        check_core_api(domain, str(best.version), best.custom.get("requires", ""), self.core_api)
-        raise AssertionError("unreachable")  # pragma: no cover
+        # None fits this core: refuse with the newest matching version's range in the message.
+        check_core_api(domain, str(matching[0].version), matching[0].custom.get("requires", ""), self.core_api)
+        raise AssertionError("check_core_api accepted a version _supports_core refused")  # pragma: no cover
 
     # -- install -------------------------------------------------------------------------------
     def install(self, domain: str, spec: str = "", *, activate: bool = True, action: str | None = None) -> InstalledPlugin:
@@ -252,9 +249,7 @@ class PluginStore:
         current, previous = self.active(domain)
         if activate:
             if current is not None and current.version != version:
-                previous = current
-            elif current is not None:
-                previous = previous  # re-install of the same version keeps the older fallback
+                previous = current  # re-installing the current version keeps the older fallback
             self._set_active(domain, record, previous)
             self.audit.record(action, domain, "ok", version=version, publisher=cand.publisher,
                               from_version=current.version if current and current.version != version else None,
@@ -366,6 +361,14 @@ class PluginStore:
         manifest = json.loads((folder / "manifest.json").read_text())
         return InstalledPlugin(domain, current.version, folder, manifest, current.publisher, current.target,
                                verified=False)
+
+
+def _supports_core(cand: Candidate, core_api: str) -> bool:
+    try:
+        check_core_api(cand.custom.get("domain", "?"), str(cand.version), cand.custom.get("requires", ""), core_api)
+    except PluginRefused:
+        return False
+    return True
 
 
 def _normalise_spec(spec: str) -> str:
