@@ -76,6 +76,19 @@ PLAIN = '''
 from sitegate.hookspecs import hookimpl
 '''
 
+WRONG_SIGNATURE = '''
+from sitegate.hookspecs import hookimpl
+
+@hookimpl
+def migrate_config(from_version, config, entry_id):
+    return config
+'''
+
+BROKEN_IMPORT = '''
+from sitegate.hookspecs import hookimpl
+import a_module_nobody_installed
+'''
+
 INTEGRATIONS = {
     # domain: (kinds, requires, dependencies, code)
     "sensor": (["adapter"], ">=1.0,<2", [], SENSOR),
@@ -85,6 +98,8 @@ INTEGRATIONS = {
     "loop_b": (["adapter"], ">=1.0,<2", ["loop_a"], PLAIN),
     "needy": (["adapter"], ">=1.0,<2", ["ghost"], PLAIN),
     "future": (["adapter"], ">=2.0,<3", [], PLAIN),
+    "wrongsig": (["adapter"], ">=1.0,<2", [], WRONG_SIGNATURE),
+    "noimport": (["adapter"], ">=1.0,<2", [], BROKEN_IMPORT),
 }
 
 
