@@ -134,3 +134,12 @@ def test_registry_verify_finds_a_tampered_artifact(lab, capsys):
     assert sitegate("registry", "verify", "--registry", lab.repo.path) == 1
     out = capsys.readouterr().out
     assert "ok  alpha 1.1.0" in out and "BAD plugin 'alpha': refused (artifact-hash)" in out
+
+
+def test_site_file_decides_the_state_folder(lab, tmp_path, capsys):
+    lab.publish("alpha")
+    site = tmp_path / "sites" / "site.yaml"
+    site.parent.mkdir()
+    site.write_text("site: test\nruntime:\n  state_dir: st\nentries: []\n")
+    assert sitegate("plugins", "install", "alpha", "--registry", lab.repo.path, "--site", site) == 0
+    assert (tmp_path / "sites" / "st" / "plugins" / "installed" / "alpha" / "active.json").is_file()

@@ -11,6 +11,7 @@ import re
 import sys
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..registry.errors import PluginRefused
 from ..registry.store import PluginStore
 
@@ -25,14 +26,26 @@ def parse_requirement(text: str) -> tuple[str, str]:
     return match.group(1), match.group(2).strip()
 
 
+def state_dir(args: argparse.Namespace) -> Path:
+    """--state, else the state folder of --site (runtime.state_dir or .sitegate/ beside it), else ./.sitegate."""
+    if args.state:
+        return Path(args.state)
+    if args.site:
+        from ..config import load_site
+        from ..config.changes import state_dir_for
+
+        return state_dir_for(load_site(args.site))
+    return Path(".sitegate")
+
+
 def _store(args: argparse.Namespace) -> PluginStore:
-    return PluginStore(Path(args.state), Path(args.registry))
+    return PluginStore(state_dir(args), Path(args.registry))
 
 
 def _run(action) -> int:
     try:
         return action()
-    except PluginRefused as exc:
+    except (PluginRefused, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except (ValueError, OSError) as exc:
@@ -75,30 +88,31 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    store = PluginStore(Path(args.state), Path(args.registry))
-    domains = store.installed_domains()
-    if not domains:
-        print(f"no plugins installed in {args.state}")
-        return 0
-    status = 0
-    for domain in domains:
-        current, previous = store.active(domain)
-        note = "verified"
-        if args.verify:
-            try:
-                store.verify_installed(domain)
-            except PluginRefused as exc:
-                note, status = f"REFUSED ({exc.check}): {exc.detail}", 1
-        else:
+    def go() -> int:
+        store = _store(args)
+        domains = store.installed_domains()
+        if not domains:
+            print(f"no plugins installed in {state_dir(args)}")
+            return 0
+        status = 0
+        for domain in domains:
+            current, previous = store.active(domain)
             note = "not checked (--verify re-hashes)"
-        print(f"{domain:20} {current.version:12} previous {previous.version if previous else '-':12} "
-              f"{current.publisher:12} {note}")
-    return status
+            if args.verify:
+                try:
+                    store.verify_installed(domain)
+                    note = "verified"
+                except PluginRefused as exc:
+                    note, status = f"REFUSED ({exc.check}): {exc.detail}", 1
+            print(f"{domain:20} {current.version:12} previous {previous.version if previous else '-':12} "
+                  f"{current.publisher:12} {note}")
+        return status
+    return _run(go)
 
 
 def cmd_trust(args: argparse.Namespace) -> int:
     def go() -> int:
-        summary = PluginStore(Path(args.state), Path(args.registry)).pin_root(Path(args.root).read_bytes(),
+        summary = _store(args).pin_root(Path(args.root).read_bytes(),
                                                                               replace=args.replace)
         print(f"pinned {summary} from {args.root}")
         return 0
@@ -112,7 +126,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     def verb(name: str, func, help: str) -> argparse.ArgumentParser:
         p = verbs.add_parser(name, help=help, description=help)
         p.add_argument("--registry", default="registry", help="registry folder (default: registry)")
-        p.add_argument("--state", default=".sitegate", help="the site's state folder (default: .sitegate)")
+        p.add_argument("--site", default=None, help="site file: its state folder is used (runtime.state_dir)")
+        p.add_argument("--state", default=None, help="the site's state folder (default: the --site's, else .sitegate)")
         p.set_defaults(func=func)
         return p
 
