@@ -1,9 +1,9 @@
 """The site file's shape: attrs classes that cattrs structures the YAML into.
 
-docs/integrators.md's key reference is generated from these classes, so the
+docs/site-reference.md is generated from these classes (config/reference.py), so the
 docstrings and field metadata ("doc") here are what integrators read.
 Entry ``config:`` mappings stay raw here; each integration's own config class
-validates them (see loader.py and site.py's validate_site).
+validates them (see loader.py and validate.py's validate_site).
 """
 
 from __future__ import annotations
