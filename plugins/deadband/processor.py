@@ -6,6 +6,7 @@ point that has been quiet for `max_silence` while newer, suppressed readings exi
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Sequence
 
@@ -36,8 +37,21 @@ class DeadbandParams:
             raise ValueError("deadband: give abs, percent or both (abs: 0 reports every change)")
 
 
+class _Good:
+    """Stands in for a missing quality column: zero (good) at every index, of any length."""
+
+    def __iter__(self):
+        return itertools.repeat(0)
+
+
+_ALL_GOOD = _Good()
+
+
 class Deadband:
-    """One route step. Per-device dicts of point -> [value, reported_at, quality, latest v, t, q, pending]."""
+    """One route step. Per-device dicts of point -> [reported value, reported at, quality, pending].
+
+    `pending` is the latest suppressed (value, timestamp, quality), kept only with max_silence.
+    """
 
     def __init__(self, params: DeadbandParams, ctx: ProcessorContext | None = None):
         self.abs = _INF if params.abs is None else float(params.abs)
@@ -59,42 +73,38 @@ class Deadband:
         keep: list[int] = []
         append = keep.append
         silence, absolute, pct = self.silence, self.abs, self.pct
-        for i in range(len(points)):
-            p = points[i]
-            v = values[i]
-            t = stamps[i]
-            q = 0 if quality is None else quality[i]
+        track = silence != _INF          # only max_silence needs the latest suppressed reading
+        relative = pct != _INF
+        i = -1
+        for p, v, t, q in zip(points, values, stamps, _ALL_GOOD if quality is None else quality):
+            i += 1
             st = states.get(p)
             if st is None:
-                states[p] = [v, t, q, v, t, q, False]
+                states[p] = [v, t, q, None]
                 append(i)
                 continue
             last = st[0]
             if q != st[2] or t - st[1] >= silence:
                 report = True
             else:
-                # Inline copy of _changed for the common numeric case: this loop is the hot path.
                 try:
                     d = v - last
                     if d < 0:
                         d = -d
                     if d > 0:
-                        report = d >= absolute or d * 100.0 >= pct * (last if last >= 0 else -last)
+                        report = d >= absolute or (relative and d * 100.0 >= pct * (last if last >= 0 else -last))
                     else:
-                        report = d != d
-                except TypeError:
+                        report = d != d          # NaN in or NaN before: always worth reporting
+                except TypeError:                # strings, None: report on any change
                     report = v != last
             if report:
                 st[0] = v
                 st[1] = t
                 st[2] = q
-                st[6] = False
+                st[3] = None
                 append(i)
-            else:
-                st[3] = v
-                st[4] = t
-                st[5] = q
-                st[6] = True
+            elif track:
+                st[3] = (v, t, q)
         n = len(points)
         self.passed += len(keep)
         self.suppressed += n - len(keep)
@@ -113,15 +123,17 @@ class Deadband:
         for device, states in self.states.items():
             pts, vals, ts, qs = [], [], [], []
             for p, st in states.items():
-                if st[6] and now - st[1] >= silence:
+                pending = st[3]
+                if pending is not None and now - st[1] >= silence:
+                    v, t, q = pending
                     pts.append(p)
-                    vals.append(st[3])
-                    ts.append(st[4])
-                    qs.append(st[5])
-                    st[0] = st[3]
+                    vals.append(v)
+                    ts.append(t)
+                    qs.append(q)
+                    st[0] = v
                     st[1] = now     # silence restarts from the re-report, not the reading's own time
-                    st[2] = st[5]
-                    st[6] = False
+                    st[2] = q
+                    st[3] = None
             if pts:
                 self.passed += len(pts)
                 out.append(Batch(device, pts, vals, ts, qs if any(qs) else None,

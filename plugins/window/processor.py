@@ -7,6 +7,7 @@ sees `end + grace <= now`; its aggregates leave as points `<point>.<stat>` stamp
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Sequence
 
@@ -22,6 +23,16 @@ _BAD = int(Quality.BAD)
 
 # Slots of a window's state list (a list, not an object: attribute access is the hot path's cost).
 START, END, COUNT, SUM, MIN, MAX, FIRST, FIRST_T, LAST, LAST_T, UNCERTAIN = range(11)
+
+
+class _Good:
+    """Stands in for a missing quality column: zero (good) at every index, of any length."""
+
+    def __iter__(self):
+        return itertools.repeat(0)
+
+
+_ALL_GOOD = _Good()
 
 
 def _positive(_, attribute, value):
@@ -110,49 +121,47 @@ class Window:
             self.sources[device] = batch.source
         points, values, stamps, quality = batch.points, batch.values, batch.timestamps, batch.quality
         out: tuple[list, list, list, list] | None = None
-        for i in range(len(points)):
-            p = points[i]
-            v = values[i]
-            t = stamps[i]
-            if quality is None:
-                q = 0
-            else:
-                q = quality[i]
+        if quality is None:
+            quality = _ALL_GOOD
+        # The hot loop: literal slot numbers (START=0, END=1, COUNT=2, SUM=3, MIN=4, MAX=5,
+        # LAST=8, LAST_T=9) instead of the named globals save a lookup per access.
+        for p, v, t, q in zip(points, values, stamps, quality):
+            st = states.get(p)
+            if st is None or t >= st[1] or t < st[0] or q:
                 if q >= _BAD:
                     self.skipped += 1
                     continue
-            st = states.get(p)
-            if st is None:
-                self._open(states, p, v, t, q)
-                continue
-            if t >= st[END]:
-                if out is None:
-                    out = ([], [], [], [])
-                self._close(p, st, out)
-                self._open(states, p, v, t, q)
-                continue
-            if t < st[START]:
-                self.late += 1
-                continue
+                if st is None:
+                    self._open(states, p, v, t, q)
+                    continue
+                if t >= st[1]:
+                    if out is None:
+                        out = ([], [], [], [])
+                    self._close(p, st, out)
+                    self._open(states, p, v, t, q)
+                    continue
+                if t < st[0]:
+                    self.late += 1
+                    continue
+                if q >= _UNCERTAIN:
+                    st[UNCERTAIN] = True
             try:
-                s = st[SUM] + v
+                s = st[3] + v
             except TypeError:
                 self.skipped += 1
                 continue
-            st[SUM] = s
-            st[COUNT] += 1
-            if v < st[MIN]:
-                st[MIN] = v
-            elif v > st[MAX]:
-                st[MAX] = v
-            if t >= st[LAST_T]:
-                st[LAST] = v
-                st[LAST_T] = t
+            st[3] = s
+            st[2] += 1
+            if v < st[4]:
+                st[4] = v
+            elif v > st[5]:
+                st[5] = v
+            if t >= st[9]:
+                st[8] = v
+                st[9] = t
             elif t < st[FIRST_T]:
                 st[FIRST] = v
                 st[FIRST_T] = t
-            if q >= _UNCERTAIN:
-                st[UNCERTAIN] = True
         if out is None or not out[0]:
             return None
         pts, vals, ts, qs = out
