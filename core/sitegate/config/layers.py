@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .yamlfiles import Broken, LocDict, LocList, ReadContext, Where, read_yaml
+from .yamlfiles import Broken, LocDict, LocList, ReadContext, Where, read_yaml, resolve_beside
 
 EXTENDS = "extends"
 REMOVE = "remove"
@@ -50,7 +50,7 @@ def read_layers(path: Path, ctx: ReadContext, *, included_from: Where | None = N
             ctx.stack.append(path)   # a base that extends this file again is a cycle
             try:
                 for i, name in enumerate(bases):
-                    base_path = Path(name) if Path(name).is_absolute() else path.parent / name
+                    base_path = resolve_beside(path, name)
                     if not base_path.exists():
                         ctx.issue(f"extends {name}: no such file ({base_path})", bases.lines[i] or base_where,
                                   f"{EXTENDS}[{i}]")

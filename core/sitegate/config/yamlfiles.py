@@ -8,6 +8,7 @@ the place of any problem. Home Assistant's tags are understood here: ``!secret``
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -195,9 +196,14 @@ def _construct_secret(loader: _SiteLoader, node: yaml.Node) -> Any:
     return ctx.issue(f"no such secret {name!r} in {', '.join(map(str, looked))}", _where(loader, node))
 
 
-def _resolve(loader: _SiteLoader, name: str) -> Path:
+def resolve_beside(file: Path, name: str) -> Path:
+    """`name` relative to the folder of `file`, tidied (``a/../b`` -> ``b``) so messages show short paths."""
     target = Path(name).expanduser()
-    return target if target.is_absolute() else loader.path.parent / target
+    return Path(os.path.normpath(target if target.is_absolute() else file.parent / target))
+
+
+def _resolve(loader: _SiteLoader, name: str) -> Path:
+    return resolve_beside(loader.path, name)
 
 
 def _construct_include(loader: _SiteLoader, node: yaml.Node) -> Any:
