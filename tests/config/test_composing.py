@@ -210,3 +210,36 @@ def test_text_where_a_list_belongs_is_refused_not_split_into_letters(write):
     assert [(i.line, i.path, i.message) for i in exc.value.issues] == [
         (2, "entries", "expected a list, got mapping {'id': 'a'}"),
         (4, "runtime.retry_backoff", "expected a list, got text '5s'")]
+
+
+def test_include_dir_merge_named_merges_mappings_and_refuses_a_key_defined_twice(write):
+    write("pins/a.yaml", "simulator: '>=1.0,<2'\n")
+    write("pins/b.yaml", "mqtt: 1.0.0\n")
+    site = write("site.yaml", "site: x\nplugins: !include_dir_merge_named pins\n")
+    assert load_site(site).site.plugins == {"simulator": ">=1.0,<2", "mqtt": "1.0.0"}
+    write("pins/c.yaml", "# a later pin\n# for the same plugin\nmqtt: 1.0.1\n")
+    with pytest.raises(ConfigError) as exc:
+        load_site(site)
+    (issue,) = exc.value.issues
+    assert (issue.file, issue.line) == (str(site.parent / "pins/c.yaml"), 3)
+    assert issue.message == f"duplicate key 'mqtt' (also in {site.parent / 'pins/b.yaml'}:1)"
+
+
+def test_yaml_syntax_error_in_an_included_file_names_that_file_and_its_line(write):
+    write("frag.yaml", "id: a\ndomain: [sensor\n")
+    site = write("site.yaml", "site: x\nentries:\n  - !include frag.yaml\n")
+    with pytest.raises(ConfigError) as exc:
+        load_site(site)
+    (issue,) = exc.value.issues
+    assert issue.file == str(site.parent / "frag.yaml") and issue.line == 3 and issue.path == "entries[0]"
+    assert issue.message.startswith("YAML syntax error: ")
+
+
+def test_a_broken_secrets_file_is_named_with_its_line(write):
+    write("secrets.yaml", "good: 1\nbad: [unclosed\n")
+    site = write("site.yaml", "site: x\napi: {host: !secret good}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_site(site)
+    (issue,) = exc.value.issues
+    assert issue.file == str(site.parent / "secrets.yaml") and issue.line == 3
+    assert issue.message.startswith("YAML syntax error")
