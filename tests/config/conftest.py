@@ -104,12 +104,12 @@ INTEGRATIONS = {
 
 
 def write_integration(folder: Path, domain: str, kinds: list[str], requires: str,
-                      dependencies: list[str], code: str) -> Path:
+                      dependencies: list[str], code: str, **extra: object) -> Path:
     target = folder / domain
     target.mkdir(parents=True, exist_ok=True)
     (target / "manifest.json").write_text(json.dumps({
         "domain": domain, "name": domain.title(), "version": "1.0.0", "kinds": kinds,
-        "requires": requires, "dependencies": dependencies}))
+        "requires": requires, "dependencies": dependencies, **extra}))
     (target / "__init__.py").write_text(textwrap.dedent(code))
     return target
 
@@ -119,6 +119,8 @@ def plugins_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("plugins")
     for domain, (kinds, requires, deps, code) in INTEGRATIONS.items():
         write_integration(folder, domain, kinds, requires, deps, code)
+    # A manifest with a misspelt key: refused before any of its code is imported.
+    write_integration(folder, "badmanifest", ["adapter"], ">=1.0,<2", [], PLAIN, iot_clas="local_push")
     return folder
 
 
