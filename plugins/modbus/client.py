@@ -12,9 +12,11 @@ into per-point qualities, device states and counters.
 from __future__ import annotations
 
 from collections import Counter
+import struct
 from typing import Any, Awaitable, Callable, Sequence
 
 import trio
+from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerRTU, FramerSocket
 from pymodbus.pdu import DecodePDU, ExceptionResponse
 from pymodbus.pdu.bit_message import (
@@ -85,7 +87,7 @@ class ModbusClient:
     `counters` counts requests, answers and each kind of fault, for diagnostics.
     """
 
-    def __init__(self, open_stream: Callable[[], Awaitable[trio.abc.Stream]], *, framing: str = "socket",
+    def __init__(self, open_stream: Callable[[], Awaitable[Any]], *, framing: str = "socket",
                  timeout: float = 1.0, frame_gap: float = 0.0, name: str = "modbus",
                  drop_on_timeout: bool | None = None):
         self._open = open_stream
@@ -98,7 +100,7 @@ class ModbusClient:
         self._framer = FramerSocket(decoder) if framing == "socket" else FramerRTU(decoder)
         self._rtu = framing != "socket"
         self.drop_on_timeout = (not self._rtu) if drop_on_timeout is None else drop_on_timeout
-        self._stream: trio.abc.Stream | None = None
+        self._stream: Any = None            # a transport channel: send, receive, aclose
         self._lock = trio.Lock()
         self._buf = bytearray()
         self._tid = 0
@@ -114,6 +116,10 @@ class ModbusClient:
 
     async def connect(self) -> None:
         """(Re)open the stream; raises ModbusConnectionError saying why it could not."""
+        async with self._lock:      # never pull the stream from under a request in flight
+            await self._connect()
+
+    async def _connect(self) -> None:
         await self.close()
         try:
             self._stream = await self._open()
@@ -146,11 +152,19 @@ class ModbusClient:
         ModbusExceptionResponse. Never leaves a half-read answer behind: TCP answers
         carry the transaction id, RTU lines are flushed after an abandoned request.
         """
-        async with self._lock:
+        lock = self._lock
+        try:
+            # Uncontended (the usual case): no extra trip through the scheduler; the
+            # send and receive below are the checkpoints.
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             if self._stream is None:
                 raise ModbusConnectionError(f"not connected to {self.name}")
             self.counters["requests"] += 1
-            with trio.move_on_after(self.timeout if timeout is None else timeout) as scope:
+            limit = self.timeout if timeout is None else timeout
+            with trio.move_on_after(limit):
                 return await self._transact(unit, payload)
             self.counters["timeouts"] += 1
             if self.drop_on_timeout:
@@ -158,7 +172,9 @@ class ModbusClient:
                 await self.close()
             elif self._rtu:
                 self._dirty = True
-            raise ModbusTimeout(f"no answer from unit {unit} within {self.timeout if timeout is None else timeout:g} s")
+            raise ModbusTimeout(f"no answer from unit {unit} within {limit:g} s")
+        finally:
+            lock.release()
 
     async def _transact(self, unit: int, payload: bytes) -> Any:
         stream = self._stream
@@ -169,15 +185,15 @@ class ModbusClient:
         frame = self._framer.encode(payload, unit, tid)
         buf = self._buf
         try:
-            await stream.send_all(frame)
+            await stream.send(frame)
             while True:
-                used, dev_id, rx_tid, pdu_bytes = self._framer.decode(bytes(buf)) if buf else (0, 0, 0, b"")
+                used, dev_id, rx_tid, pdu_bytes = self._framer.decode(buf) if buf else (0, 0, 0, b"")
                 if not used:
                     if not self._rtu and len(buf) >= 4 and buf[2:4] != b"\x00\x00":
                         # Not MBAP: there is no way to find the next frame boundary on this stream.
                         self.counters["malformed"] += 1
                         raise await self._drop_decode("answer is not Modbus TCP (protocol id is not 0)")
-                    data = await stream.receive_some(4096)
+                    data = await stream.receive()
                     if not data:
                         raise await self._drop("closed by the device")
                     buf += data
@@ -204,12 +220,26 @@ class ModbusClient:
         if pdu_bytes[0] != fc:
             self.counters["malformed"] += 1
             raise ModbusDecodeError(f"answer from unit {unit} has function {pdu_bytes[0]}, expected {fc}")
-        pdu = self._decoder.decode(pdu_bytes)
-        if pdu is None or isinstance(pdu, ExceptionResponse):
+        pdu = self._decode(pdu_bytes)
+        if pdu is None:
             self.counters["malformed"] += 1
             raise ModbusDecodeError(f"answer from unit {unit} to function {fc} cannot be decoded "
                                     f"({len(pdu_bytes)} bytes: {bytes(pdu_bytes[:16]).hex()})")
         self.counters["answers"] += 1
+        return pdu
+
+    def _decode(self, pdu_bytes: bytes) -> Any:
+        # pymodbus's answer classes decode the data; DecodePDU.decode would do the same plus a
+        # debug log line whose arguments it formats on every call (a tenth of a request's CPU).
+        cls = self._decoder.pdu_table.get(pdu_bytes[0], (None, None))[1]
+        if cls is None or cls.sub_function_code >= 0:
+            pdu = self._decoder.decode(pdu_bytes)
+            return None if isinstance(pdu, ExceptionResponse) else pdu
+        pdu = cls()
+        try:
+            pdu.decode(pdu_bytes[1:])
+        except (ModbusException, ValueError, IndexError, struct.error):
+            return None
         return pdu
 
     async def _drop_decode(self, why: str) -> ModbusDecodeError:
@@ -224,7 +254,7 @@ class ModbusClient:
         if self._dirty or self._buf:
             with trio.move_on_after(max(self.frame_gap * 4, 0.01)):
                 while True:
-                    if not await self._stream.receive_some(4096):
+                    if not await self._stream.receive():
                         break
             self._buf.clear()
             self._dirty = False

@@ -85,7 +85,7 @@ class LinkPoller:
                  timeout: float = 1.0, connect_timeout: float = 3.0, offline_after: int = 3,
                  reconnect_min: float = 0.5, reconnect_max: float = 30.0,
                  emit: Callable[..., None] | None = None, clock: Callable[[], float] = time.time,
-                 source: str = "", lateness: Lateness | None = None, stagger: bool = True):
+                 source: str = "", lateness: Lateness | None = None, stagger: bool = True, phase: float = 0.0):
         self.endpoint = endpoint
         self.devices = {name: DeviceRuntime(name, cfg) for name, cfg in devices}
         self.publish = publish
@@ -97,6 +97,7 @@ class LinkPoller:
         self.source = source
         self.lateness = lateness or Lateness()
         self.stagger = stagger
+        self.phase = phase                   # seconds to add to every first deadline (spreads many links)
         self.client = ModbusClient(lambda: open_stream(endpoint, connect_timeout), framing=endpoint.framing,
                                    timeout=timeout, frame_gap=endpoint.frame_gap, name=endpoint.describe())
         self._reconnect_needed = trio.Event()
@@ -112,7 +113,7 @@ class LinkPoller:
         """Poll until cancelled: one task per device and poll interval, plus the reconnector."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reconnector, name=f"{self.endpoint.describe()}:reconnect")
-            start = trio.current_time()
+            start = trio.current_time() + self.phase
             devices = list(self.devices.values())
             for i, dev in enumerate(devices):
                 for interval, requests in dev.groups:

@@ -1,6 +1,6 @@
 """A pymodbus server in its own process, serving the layout of layout.py: the peer of the Modbus tests.
 
-    python modbus_server.py --port P [--rtu-tcp-port Q] [--serial] [--units 1,2]
+    python modbus_server.py --port P [--rtu-tcp-port Q] [--serial] [--units 1,2] [--plain N]
 
 Prints "READY ..." once listening (with "serial=/dev/pts/N" when --serial: a
 pseudo-terminal the client opens as its serial line) and exits when stdin
@@ -106,9 +106,13 @@ async def main() -> None:
     ap.add_argument("--rtu-tcp-port", type=int, default=0)
     ap.add_argument("--serial", action="store_true")
     ap.add_argument("--units", default="1")
+    ap.add_argument("--plain", type=int, default=0, help="serve holding 0..N-1 = 0..N-1 instead (benchmarks)")
     args = ap.parse_args()
     units = [int(u) for u in args.units.split(",")]
-    devices = [SimDevice(u, simdata=simdata(), action=action) for u in units]
+    data = simdata()
+    if args.plain:
+        data = [SimData(0, values=list(range(args.plain)), datatype=DataType.REGISTERS)]
+    devices = [SimDevice(u, simdata=data, action=None if args.plain else action) for u in units]
     servers = []
     extra = []
     if args.port:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from plugins.modbus.tests.conftest import free_port
+from plugins.modbus.tests.server_process import free_port
 from sitegate.entries import EntryState
 from sitegate.errors import ConfigError
 from sitegate.model import Command, Quality

@@ -209,7 +209,7 @@ async def test_server_stopped_and_restarted_reconnects_with_backoff(modbus_serve
 
 
 async def test_connect_to_nothing_fails_with_the_reason():
-    from plugins.modbus.tests.conftest import free_port
+    from plugins.modbus.tests.server_process import free_port
     p = poller(Endpoint(Link.TCP, "127.0.0.1", free_port()), [("dev", device([{"name": "a", "address": 0}]))],
                Collect())
     with pytest.raises(ModbusConnectionError, match="cannot connect to tcp://127.0.0.1:"):
