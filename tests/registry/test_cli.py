@@ -34,6 +34,8 @@ def test_owner_publisher_and_site_workflow(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     reg, state = ["--registry", "reg"], ["--registry", "reg", "--state", "st"]
     assert sitegate("registry", "init", *reg) == 0
+    assert not (tmp_path / "reg" / "keys").exists(), "real keys never default to inside the registry folder"
+    assert len(list((tmp_path / "reg-keys").glob("*.key"))) == 4
     assert sitegate("plugin", "keygen", "--name", "acme") == 0
     assert (tmp_path / "acme.key").stat().st_mode & 0o077 == 0, "private keys are not readable by others"
     assert sitegate("registry", "add-publisher", "acme", "acme.pub", *reg) == 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..registry.artifact import artifact_name, build_artifact, sha256
-from ..registry.keys import NaclSigner, load_keyring, load_private_key, write_key_pair
+from ..registry.keys import NaclSigner, default_keys_dir, load_keyring, load_private_key, write_key_pair
 from ..registry.repository import ONLINE_ROLES, RegistryError, Repository
 
 
@@ -50,7 +50,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     registry = Path(args.registry)
     try:
         signer = load_private_key(Path(args.key))
-        online_dir = Path(args.online_keys) if args.online_keys else registry / "keys"
+        online_dir = Path(args.online_keys) if args.online_keys else default_keys_dir(registry)
         repo = Repository(registry)
         root = repo.root().signed
         online_ids = {k for role in ONLINE_ROLES for k in root.roles[role].keyids}
@@ -87,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--key", required=True, help="the publisher's private key file")
     p.add_argument("--registry", default="registry", help="registry folder (default: registry)")
     p.add_argument("--online-keys", default=None,
-                   help="folder with the registry's snapshot/timestamp keys (default: REGISTRY/keys)")
+                   help="folder with the registry's snapshot/timestamp keys (default: REGISTRY/keys or REGISTRY-keys)")
     p.add_argument("--replace", action="store_true", help="re-sign a version already published with other bytes "
                    "(development only: published versions should be immutable)")
     p.set_defaults(func=cmd_publish)

@@ -15,12 +15,15 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..registry.errors import PluginRefused
-from ..registry.keys import DEVELOPMENT_WARNING, NaclSigner, load_keyring, load_public_key, write_key_pair
+from ..registry.keys import (DEVELOPMENT_WARNING, NaclSigner, default_keys_dir, load_keyring, load_public_key,
+                             write_key_pair)
 from ..registry.repository import TOP_ROLES, RegistryError, Repository
 
 
 def _keys_dir(args: argparse.Namespace) -> Path:
-    return Path(args.keys) if args.keys else Path(args.registry) / "keys"
+    if args.keys:
+        return Path(args.keys)
+    return default_keys_dir(Path(args.registry), development=getattr(args, "development", None))
 
 
 def _fail(message: str) -> int:
@@ -156,14 +159,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     def verb(name: str, func, help: str) -> argparse.ArgumentParser:
         p = verbs.add_parser(name, help=help, description=help)
         p.add_argument("--registry", default="registry", help="registry folder (default: registry)")
-        p.add_argument("--keys", default=None, help="folder holding the owner's keys (default: REGISTRY/keys)")
+        p.add_argument("--keys", default=None, help="folder holding the owner's keys (default: REGISTRY/keys if it "
+                       "exists, as in development, else REGISTRY-keys beside it)")
         p.set_defaults(func=func)
         return p
 
     p = verb("init", cmd_init, "create root, targets, snapshot and timestamp keys and the first metadata")
     p.add_argument("--root-keys", type=int, default=1, help="how many root keys to create (default 1)")
     p.add_argument("--threshold", type=int, default=None, help="root signatures needed (default: all root keys)")
-    p.add_argument("--development", action="store_true", help="mark keys as DEVELOPMENT-ONLY (never for real sites)")
+    p.add_argument("--development", action="store_true", help="mark keys as DEVELOPMENT-ONLY and keep them in "
+                   "REGISTRY/keys (never for real sites)")
     p = verb("add-publisher", cmd_add_publisher, "delegate plugins/NAME/* to the publisher's public key")
     p.add_argument("name")
     p.add_argument("keyfile", help="the publisher's .pub file (from `sitegate plugin keygen`)")

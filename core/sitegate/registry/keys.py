@@ -142,3 +142,16 @@ def load_keyring(directory: Path) -> dict[str, NaclSigner]:
         signer = load_private_key(path)
         ring[signer.keyid] = signer
     return ring
+
+
+def default_keys_dir(registry: Path, *, development: bool | None = None) -> Path:
+    """Where the owner's keys are by default: REGISTRY/keys for development registries, else REGISTRY-keys.
+
+    Real keys never default to inside the registry folder, which gets copied to gateways.
+    """
+    registry = Path(registry)
+    inside = registry / "keys"
+    beside = registry.parent / f"{registry.name}-keys"
+    if development is None:
+        return inside if inside.is_dir() else beside
+    return inside if development else beside
