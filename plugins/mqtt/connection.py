@@ -63,10 +63,11 @@ class _LastError(logging.Handler):
 class Delivery:
     """The PUBACKs one `publish_many` waits for."""
 
-    __slots__ = ("remaining", "event", "error", "permanent")
+    __slots__ = ("remaining", "sent", "event", "error", "permanent")
 
     def __init__(self, n: int):
         self.remaining = n
+        self.sent = n
         self.event = trio.Event()
         self.error: str | None = None
         self.permanent = False
@@ -99,6 +100,7 @@ class Connection:
         self.refusal: int | None = None    # CONNACK reason code when refused
         self.generation = 0                # +1 per CONNACK: acks of an older connection are not sent
         self.connects = 0
+        self.published = 0
         self.disconnects = 0
         self.session_present = False
         self.last_connect_error: BaseException | None = None
@@ -219,13 +221,18 @@ class Connection:
 
     # --- publishing (trio thread) ------------------------------------------------------
     def publish_many(self, messages: Iterable[tuple[str, bytes]], qos: int, retain: bool = False) -> Delivery:
-        """Hand messages to paho; the returned Delivery completes when every PUBACK is in."""
+        """Hand messages to paho; the returned Delivery completes when every PUBACK is in.
+
+        `messages` may be a generator: encoding the next message while paho's thread
+        sends the previous ones overlaps the two.
+        """
         if not self.online or self.client is None:
             raise NotConnected(f"{self.where}: not connected ({self.reason or self.state})")
-        messages = messages if isinstance(messages, list) else list(messages)
-        delivery = Delivery(len(messages) if qos else 0)
+        delivery = Delivery(0)
+        delivery.event = trio.Event()
         pending = self._pending
         publish = self.client.publish
+        n = 0
         # PUBACKs are matched on this thread only after this loop ends (the drain is scheduled
         # through run_sync_soon), so registering each mid after publish() cannot miss its ack.
         for topic, payload in messages:
@@ -233,8 +240,15 @@ class Connection:
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 delivery.fail(f"{self.where}: publish to {topic!r} refused: {mqtt.error_string(info.rc)}")
                 break
+            n += 1
             if qos:
                 pending[info.mid] = delivery
+        if qos:
+            delivery.remaining += n
+        if delivery.remaining == 0:
+            delivery.event.set()
+        delivery.sent = n
+        self.published += n
         return delivery
 
     def _drain_acks(self) -> None:

@@ -7,7 +7,7 @@ the readings and retries), it never blocks for the whole outage nor crashes the 
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import trio
 
@@ -52,44 +52,49 @@ class MqttSink:
             self._topics[key] = topic
         return topic
 
-    def encode(self, batches: Sequence[Batch]) -> list[tuple[str, bytes]]:
-        """The (topic, payload) messages for these batches, in order."""
-        out: list[tuple[str, bytes]] = []
-        origins = self.origins.sites if self.origins is not None else {}
+    def messages(self, batches: Sequence[Batch]) -> Iterator[tuple[str, bytes]]:
+        """The (topic, payload) messages for these batches, in order, encoded as they are taken."""
+        origins = self.origins.sites if self.origins is not None else None
+        site = self.site
         for batch in batches:
             if not len(batch):
                 continue
-            site = origins.get(batch.device, self.site) if origins else self.site
+            if origins:
+                site = origins.get(batch.device, self.site)
             if self.batch_mode:
-                out.append((self._topic(batch.device), envelope.encode_batch(site, batch)))
+                yield self._topic(batch.device), envelope.encode_batch(site, batch)
             else:
                 seq, device = batch.seq, batch.device
                 for i, (point, value, ts, q) in enumerate(batch.rows()):
-                    out.append((self._topic(device, point),
-                                envelope.encode_point(site, device, seq + i, point, value, ts, q)))
-        return out
+                    yield (self._topic(device, point),
+                           envelope.encode_point(site, device, seq + i, point, value, ts, q))
+
+    def encode(self, batches: Sequence[Batch]) -> list[tuple[str, bytes]]:
+        return list(self.messages(batches))
 
     async def deliver(self, batches: Sequence[Batch]) -> None:
-        messages = self.encode(batches)
-        if not messages:
+        if not batches:
             return
         try:
-            delivery = self.conn.publish_many(messages, self.cfg.qos, self.cfg.retain)
+            delivery = self.conn.publish_many(self.messages(batches), self.cfg.qos, self.cfg.retain)
         except NotConnected as exc:
             self._failed(str(exc))
             raise SinkError(str(exc)) from None
-        with trio.move_on_after(float(self.cfg.timeout)):
-            await delivery.event.wait()
+        if delivery.error is None and delivery.remaining:
+            with trio.move_on_after(float(self.cfg.timeout)):
+                await delivery.event.wait()
+        else:
+            await trio.lowlevel.checkpoint()
         if delivery.error is not None:
             self._failed(delivery.error)
             raise SinkError(delivery.error, permanent=delivery.permanent)
         if delivery.remaining:
-            error = (f"{self.conn.where}: {delivery.remaining} of {len(messages)} messages not acknowledged "
+            error = (f"{self.conn.where}: {delivery.remaining} messages not acknowledged "
                      f"within {float(self.cfg.timeout):g} s")
             self._failed(error)
             raise SinkError(error)
         self.counters["deliveries"] += 1
-        self.counters["messages"] += len(messages)
+        self.counters["messages"] += delivery.sent
         self.counters["readings"] += sum(len(b) for b in batches)
         self.last_delivered_at = time.time()
 
