@@ -54,6 +54,11 @@ def test_owner_publisher_and_site_workflow(tmp_path, monkeypatch, capsys):
     assert sitegate("plugins", "list", "--verify", *state) == 0
     assert "demo                 1.0.0        previous 1.1.0" in capsys.readouterr().out
     assert sitegate("registry", "verify", *reg) == 0
+    capsys.readouterr()
+    assert sitegate("plugins", "audit", "demo", *state) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[2] for line in lines] == ["install", "upgrade", "rollback"]
+    assert "1.1.0 -> 1.0.0" in lines[-1] and lines[-1].endswith("ok")
     assert sitegate("registry", "revoke-publisher", "acme", *reg) == 0
     capsys.readouterr()
     assert sitegate("plugins", "list", "--verify", *state) == 1

@@ -7,6 +7,7 @@ written, atomic, the previous version kept, and recorded in the audit log.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -110,6 +111,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     return _run(go)
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    def go() -> int:
+        entries = _store(args).audit.entries()
+        if args.domain:
+            entries = [e for e in entries if e.get("domain") == args.domain]
+        for e in entries[-args.last:] if args.last else entries:
+            if args.json:
+                print(json.dumps(e, sort_keys=True))
+                continue
+            version = e.get("version", "")
+            if e.get("from_version"):
+                version = f"{e['from_version']} -> {version}"
+            why = f" ({e.get('check')}): {e.get('detail', '')}" if e.get("result") == "refused" else ""
+            print(f"{e['at']}  {e['who']:20} {e['action']:9} {e['domain']:16} {version:16} {e['result']}{why}")
+        return 0
+    return _run(go)
+
+
 def cmd_trust(args: argparse.Namespace) -> int:
     def go() -> int:
         summary = _store(args).pin_root(Path(args.root).read_bytes(),
@@ -138,6 +157,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verb("rollback", cmd_rollback, "switch back to the previous installed version").add_argument("domain")
     verb("list", cmd_list, "installed plugins with current and previous versions") \
         .add_argument("--verify", action="store_true", help="re-hash every install against signed metadata")
+    p = verb("audit", cmd_audit, "who installed, upgraded, rolled back or was refused what, and when")
+    p.add_argument("domain", nargs="?", default=None, help="only this plugin")
+    p.add_argument("--last", type=int, default=0, help="only the last N entries")
+    p.add_argument("--json", action="store_true", help="one JSON object per line, as stored")
     p = verb("trust", cmd_trust, "pin the registry's root metadata (copied out of band) instead of trusting on first use")
     p.add_argument("root", help="the registry's 1.root.json, obtained through a channel you trust")
     p.add_argument("--replace", action="store_true", help="forget the current trust state and pin this root")
