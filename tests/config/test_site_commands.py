@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -107,3 +108,13 @@ def test_check_without_a_plugin_source_exits_with_a_clear_message(write, tmp_pat
     status, _, err = _main(capsys, "check", site, "--registry", tmp_path / "nowhere")
     assert status == 2
     assert "no plugin source" in err
+
+
+def test_check_without_dev_plugins_uses_the_signed_registry(tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-m", "sitegate.cli", "check", "examples/demo/site.yaml",
+                             "--registry", "registry", "--state", str(tmp_path / "state")],
+                            cwd=repo, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("OK examples/demo/site.yaml")
+    assert "UNSIGNED" not in result.stderr
