@@ -281,3 +281,16 @@ def test_signed_artifact_escaping_its_folder_is_refused(lab):
     exc = refused(lab, {"alpha": ""}, "manifest")
     assert "unsafe entry" in str(exc)
     assert not list(lab.tmp.rglob("escaped.py"))
+
+
+def test_withheld_publisher_metadata_is_refused(lab):
+    lab.publish("alpha")
+    role_file(lab, "acme").unlink()
+    exc = refused(lab, {"alpha": ""}, "registry")
+    assert "acme" in str(exc) and "not found" in str(exc)
+
+
+def test_unparseable_metadata_is_refused(lab):
+    lab.publish("alpha")
+    role_file(lab, "acme").write_text('{"signed": ')
+    refused(lab, {"alpha": ""}, "registry")

@@ -108,13 +108,13 @@ def classify(exc: BaseException, stage: str) -> tuple[str, str]:
     if isinstance(exc, tuf_errors.LengthOrHashMismatchError):
         return ("artifact-hash" if stage == "download" else "signature"), f"{msg}: bytes differ from signed metadata"
     if isinstance(exc, tuf_errors.DownloadHTTPError):
-        return "registry", f"{msg} while {stage}"
+        return "registry", f"{msg} (an incomplete registry folder?)"
     if isinstance(exc, tuf_errors.RepositoryError):
-        return "registry", f"{msg} while {stage} (metadata unreadable or inconsistent)"
+        return "registry", f"{msg} (metadata unreadable or inconsistent)"
     if isinstance(exc, tuf_errors.DownloadError):
         cause = exc.__cause__
-        return "registry", f"{msg} while {stage}" + (f": {cause}" if cause else "")
-    return "registry", f"{type(exc).__name__}: {msg} while {stage}"
+        return "registry", msg + (f": {cause}" if cause else "")
+    return "registry", f"{type(exc).__name__}: {msg}"
 
 
 _TUF_ERRORS = (tuf_errors.RepositoryError, tuf_errors.DownloadError, OSError, ValueError)
