@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,11 @@ def test_check_without_dev_plugins_uses_the_signed_registry(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("OK examples/demo/site.yaml")
     assert "UNSIGNED" not in result.stderr
+
+
+def test_check_json_lists_the_issues_for_tools(write, plugins_dir, capsys):
+    site = write("site.yaml", "site: x\napi: {port: high}\nentries: [{id: a, domain: nope}]\n")
+    status, out, _ = _main(capsys, "check", site, "--json", "--dev-plugins", plugins_dir)
+    report = json.loads(out)
+    assert status == 1 and report["ok"] is False
+    assert [(i["line"], i["path"]) for i in report["issues"]] == [(2, "api.port"), (3, "entries[0].domain")]

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 from pathlib import Path
+
+import attrs
 
 from ..errors import ConfigError, Issue, SitegateError
 
@@ -23,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "entry configs and routes. Prints every problem as `file:line: path: message` "
                                    "and exits 1 if there is any.")
     p.add_argument("site", type=Path, help="the site file (YAML)")
+    p.add_argument("--json", action="store_true",
+                   help='print {"ok": ..., "issues": [{"file", "line", "path", "message"}]} for tools')
     add_plugin_source_args(p)
     p.set_defaults(func=cmd_check)
 
@@ -61,6 +66,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 2
     loader = Loader(source)
     loaded, issues = check_site(args.site, loader)
+    if args.json:
+        print(json.dumps({"ok": not issues, "site": str(args.site),
+                          "issues": [attrs.asdict(i) for i in issues]}, indent=1))
+        return 1 if issues else 0
     if issues:
         _print_issues(issues, args.site)
         return 1
