@@ -128,8 +128,13 @@ async def main() -> None:
         for fd in (s1, s2):
             tty.setraw(fd)
         threading.Thread(target=relay, args=(m1, m2), daemon=True).start()
+        # On a serial bus an absent unit is silence, not an error answer (pymodbus's simulator
+        # answers "device failure" for unknown units, so that answer is dropped on its way out).
+        def silence_absent(sending: bool, data: bytes) -> bytes:
+            return b"" if sending and data and data[0] not in units else data
+
         servers.append(ModbusSerialServer(devices, framer=FramerType.RTU, port=os.ttyname(s1),
-                                          baudrate=115200, trace_pdu=trace_pdu))
+                                          baudrate=115200, trace_pdu=trace_pdu, trace_packet=silence_absent))
         extra.append(f"serial={os.ttyname(s2)}")
     for s in servers:
         await s.serve_forever(background=True)

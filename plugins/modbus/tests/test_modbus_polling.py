@@ -232,6 +232,29 @@ async def test_several_unit_ids_on_one_link_are_polled_concurrently(modbus_serve
     await p.aclose()
 
 
+async def test_on_a_serial_line_a_silent_unit_goes_offline_while_the_others_keep_answering(modbus_server):
+    server = await modbus_server(serial=True, units="1,2")
+    out = Collect()
+    pts = [{"name": "a", "address": 0}, {"name": "t", "address": 65, "type": "int16", "scale": 0.1, "offset": -40}]
+    devs = [(name, device(pts, unit=u, poll=0.05)) for name, u in (("u1", 1), ("u2", 2), ("gone", 9))]
+    p = poller(endpoint(server, Link.RTU), devs, out, timeout=0.1, offline_after=2, reconnect_min=0.5)
+    await p.connect()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(p.run)
+        await wait_for(lambda: p.devices["gone"].online is False, what="unit 9 offline")
+        n = {d: sum(b.device == d for b in out.batches) for d in ("u1", "u2")}
+        await wait_for(lambda: all(sum(b.device == d for b in out.batches) >= n[d] + 5 for d in n),
+                       what="units 1 and 2 still polled")
+        nursery.cancel_scope.cancel()
+    assert out.last("a") == (0x1234, 0)
+    gone = [q for b in out.batches if b.device == "gone" for q in b.quality]
+    assert gone[0] == Quality.BAD_TIMEOUT and gone[-1] == Quality.BAD_OFFLINE
+    assert all(b.quality is None for b in out.batches if b.device != "gone")
+    assert p.devices["gone"].counters["skipped_offline"] >= 1      # probed with backoff, not every cycle
+    assert p.client.counters["connects"] == 1                      # a dead unit is not a line fault
+    await p.aclose()
+
+
 async def test_polls_follow_fixed_deadlines_without_drift_and_lateness_is_measured(modbus_server):
     server = await modbus_server()
     out = Collect()
