@@ -76,6 +76,11 @@ class RouteStage:
                     untouched = {}
                 untouched.setdefault(route.prio, set()).update(route.sinks)
                 continue
+            if not route.steps:
+                # Some points of the batch, untouched: contiguous runs keep their sequence numbers.
+                for part in runs(batch, idx):
+                    rows.append(self._row(route.prio, self._targets_of(route.sinks), part, now, keep_seq=True))
+                continue
             sub = batch if idx is None else batch.select(idx)
             for out in self._run_steps(route, 0, [sub]):
                 rows.append(self._row(route.prio, self._targets_of(route.sinks), out, now, keep_seq=out is batch))
@@ -140,3 +145,19 @@ class RouteStage:
                     targets = self._targets_of(route.sinks)
                     rows.extend(self._row(route.prio, targets, b, stamp, keep_seq=False) for b in outs)
         return rows
+
+
+def runs(batch: Batch, idx: Sequence[int]) -> list[Batch]:
+    """The readings at `idx` (ascending) as batches of consecutive readings, each with its own seq."""
+    out: list[Batch] = []
+    q = batch.quality
+    start = prev = idx[0]
+    for i in (*idx[1:], -1):
+        if i == prev + 1:
+            prev = i
+            continue
+        end = prev + 1
+        out.append(Batch(batch.device, batch.points[start:end], batch.values[start:end], batch.timestamps[start:end],
+                         None if q is None else q[start:end], batch.source, batch.seq + start))
+        start = prev = i
+    return out
