@@ -82,6 +82,7 @@ class Threshold:
         self.states: dict[str, dict[str, list[Any] | None]] = {}
         self.alerts = 0
         self.held = 0      # level changes not announced at once because of the cooldown
+        self._waiting: set[tuple[str, str]] = set()    # points with a held change, for flush
 
     def level(self, v: float, cur: int) -> int:
         """The level of `v` for a point now at `cur`: leaving a level needs `hysteresis` of margin."""
@@ -138,6 +139,7 @@ class Threshold:
             self._announce(device, point, st, now)
         else:
             self.held += 1
+            self._waiting.add((device, point))
 
     def _announce(self, device: str, point: str, st: list[Any], now: float) -> None:
         new, old, v = st[LEVEL], st[ANNOUNCED], st[VALUE]
@@ -161,10 +163,14 @@ class Threshold:
     def flush(self, now: float) -> Sequence[Batch]:
         """Announce level changes held back by the cooldown once it has passed."""
         cooldown = self.cooldown
-        for device, states in self.states.items():
-            for p, st in states.items():
-                if st is not None and st[LEVEL] != st[ANNOUNCED] and now - st[EMITTED_AT] >= cooldown:
-                    self._announce(device, p, st, now)
+        for key in list(self._waiting):
+            device, p = key
+            st = self.states[device][p]
+            if st[LEVEL] == st[ANNOUNCED]:
+                self._waiting.discard(key)          # the flap settled back: nothing to say
+            elif now - st[EMITTED_AT] >= cooldown:
+                self._waiting.discard(key)
+                self._announce(device, p, st, now)
         return []
 
 
