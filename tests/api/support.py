@@ -17,7 +17,7 @@ from sitegate.testing import running_site
 SITE = """
 site: apitest
 entries:
-  - {{id: sim, domain: simulator, config: {{devices: 2, interval: {interval}}}}}
+  - {{id: sim, domain: simulator, config: {{devices: {devices}, interval: {interval}}}}}
 api:
   port: 0
   queue_soft: {soft}
@@ -29,11 +29,11 @@ api:
 
 
 @contextlib.asynccontextmanager
-async def api_site(tmp_path: Path, *, interval: float = 0.05, soft: int = 1024, soft_time: float = 10,
+async def api_site(tmp_path: Path, *, interval: float = 0.05, devices: int = 2, soft: int = 1024, soft_time: float = 10,
                    hard: int = 4096, failures: int = 5, window: float = 60, extra: str = "", text: str | None = None,
                    revoke_poll: float = 0.1, **kw) -> AsyncIterator[Any]:
     """A running site (simulator `sim`, 2 devices) with the API on a free port; yields (host, server, tokens)."""
-    text = text or SITE.format(interval=interval, soft=soft, soft_time=soft_time, hard=hard, failures=failures,
+    text = text or SITE.format(interval=interval, devices=devices, soft=soft, soft_time=soft_time, hard=hard, failures=failures,
                                window=window, extra=extra)
     async with running_site(tmp_path, text, services=False, **kw) as host:
         async with trio.open_nursery() as nursery:

@@ -39,6 +39,7 @@ class Connection:
         self.sent = 0
         self.peak = 0
         self._lot = trio.lowlevel.ParkingLot()
+        self.on_hard_cap: Callable[["Connection"], None] | None = None
 
     def send(self, text: str) -> None:
         """Queue one frame (never blocks). Over the hard cap the client is disconnected at once."""
@@ -49,6 +50,8 @@ class Connection:
         n = len(q)
         if n > self.soft:
             if n > self.hard:
+                if self.on_hard_cap is not None:
+                    self.on_hard_cap(self)
                 self.kill(1008, f"too slow: {n} messages queued (hard cap {self.hard})")
                 return
             if self.soft_since is None:

@@ -64,6 +64,12 @@ class LoginLimiter:
             return 0.0
         return q[0] + self.window - self.clock()
 
+    def forgive(self, addr: str) -> None:
+        """Take back the newest failure (the login it was provisionally counted for succeeded)."""
+        q = self.failures.get(addr)
+        if q:
+            q.pop()
+
     def failed(self, addr: str) -> None:
         self._recent(addr).append(self.clock())
         if len(self.failures) > 10_000:     # many addresses: forget the quiet ones
@@ -207,11 +213,15 @@ class ApiServer:
                 self.limiter.refused += 1
                 why = f"too many failed logins from {remote}; try again in {wait:.0f} s"
             else:
+                # Counted as failed before the (threaded) check, so concurrent guesses cannot all
+                # slip past the limit while the first ones are being checked.
+                self.limiter.failed(remote)
                 token = await trio.to_thread.run_sync(self.tokens.check, data["access_token"])
                 if token is None:
-                    self.limiter.failed(remote)
                     self.counters["auth_failed"] += 1
                     why = "invalid or revoked access token"
+                else:
+                    self.limiter.forgive(remote)
         if token is None:
             await ws.send_message(_dumps({"type": "auth_invalid", "message": why}))
             close[:] = [1008, why]
@@ -224,6 +234,8 @@ class ApiServer:
             return
         s = self.settings
         conn = Connection(ws, remote, token, soft=s.queue_soft, soft_time=float(s.queue_soft_time), hard=s.queue_hard)
+        conn.on_hard_cap = lambda c: self._slow(c, f"too slow: hard cap of {c.hard} queued messages reached",
+                                                time.monotonic() - (c.soft_since or time.monotonic()))
         self.connections[conn.number] = conn
         self.counters["connections"] += 1
         try:
@@ -300,12 +312,12 @@ class ApiServer:
             for conn in list(self.connections.values()):
                 if conn.overdue(now):
                     waited = now - (conn.soft_since or now)
-                    self._slow(conn, f"too slow: over {conn.soft} messages queued for {waited:.1f} s")
+                    self._slow(conn, f"too slow: over {conn.soft} messages queued for {waited:.1f} s", waited)
 
-    def _slow(self, conn: Connection, reason: str) -> None:
+    def _slow(self, conn: Connection, reason: str, waited: float) -> None:
         self.counters["slow_disconnects"] += 1
         self.disconnects = (self.disconnects + [{"at": time.time(), "remote": conn.remote, "reason": reason,
-                                                 "soft_since": conn.soft_since}])[-20:]
+                                                 "token": conn.token.name, "over_soft_for": waited}])[-20:]
         log.warning("API: disconnecting %s (%s): %s", conn.remote, conn.token.name, reason)
         conn.kill(1008, reason)
 

@@ -19,6 +19,7 @@ _MODULES = [
     "plugin",     # plugin authors: keygen, build, publish, new
     "plugins",    # site: install, upgrade, rollback, list
     "registry",   # registry owner: init, add-publisher, ...
+    "token",      # API access: create, revoke, list
 ]
 
 
