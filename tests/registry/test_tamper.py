@@ -7,11 +7,10 @@ test plugins write a marker file when imported; `lab.ran()` stays empty.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from tuf.api.metadata import Metadata, TargetFile, Targets
+from tuf.api.metadata import TargetFile
 
 from sitegate.registry import PluginRefused, prepare_plugins
 from sitegate.registry.artifact import build_artifact, sha256

@@ -13,7 +13,6 @@ this folder; keys.py signs; artifact.py builds what gets published.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from datetime import datetime, timedelta, timezone
@@ -27,7 +26,6 @@ from tuf.api.metadata import (
     Delegations,
     Metadata,
     MetaFile,
-    Role,
     Root,
     Snapshot,
     TargetFile,
@@ -350,7 +348,3 @@ class Repository:
             "timestamp_expires": ts.signed.expires.isoformat(),
             "publishers": {name: {"paths": role.paths, "keyids": role.keyids} for name, role in self.publishers().items()},
         }
-
-
-def dump(obj: object) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)
