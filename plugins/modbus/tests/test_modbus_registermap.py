@@ -201,3 +201,25 @@ def test_points_are_grouped_by_poll_interval():
     pts = [_hr("a", 0), _hr("b", 1, poll=0.1), _hr("c", 2, poll=5), _hr("d", 3, poll=0.1)]
     groups = group_by_interval(pts, default=1.0)
     assert {k: [p.name for p in v] for k, v in groups.items()} == {0.1: ["b", "d"], 1.0: ["a"], 5.0: ["c"]}
+
+
+def test_the_energy_meter_of_the_docs_costs_the_reads_the_docs_say():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from plugins.modbus.config import ModbusConfig
+    doc = (Path(__file__).parents[3] / "docs" / "modbus.md").read_text()
+    block = re.search(r"## Worked example.*?```yaml\n(.*?)```", doc, re.S).group(1)
+    cfg = structure(yaml.safe_load(block)["entries"][0]["config"], ModbusConfig)
+    (dev,) = cfg.device_configs()
+    plans = {k: [(r.table.value, r.address, r.count) for r in plan_reads(v, max_gap=dev.max_gap)]
+             for k, v in group_by_interval(dev.points, dev.poll).items()}
+    assert plans == {1.0: [("input", 0, 8), ("input", 52, 20)], 15.0: [("input", 342, 2)],
+                     60.0: [("holding", 2, 2)]}
+    assert [(r.address, r.count) for r in plan_reads(group_by_interval(dev.points, 1.0)[1.0], max_gap=44)] == [(0, 72)]
+    # the hand-decoded values of the docs
+    assert decode(Point("u", 0, table=Table.INPUT, type=DataType.FLOAT32), [0x4366, 0x8000]) == 230.5
+    e = Point("e", 0, type=DataType.INT32, order=WordOrder.CDAB, scale=0.001)
+    assert decode(e, [0x5DC0, 0x0001]) == pytest.approx(89.536)
