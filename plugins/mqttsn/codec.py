@@ -593,6 +593,11 @@ def decode(data: bytes) -> Message:
     if type(data) is not bytes:
         data = bytes(data)
     n = len(data)
+    if n >= 7 and data[0] == n and data[1] == 0x0C and data[2] & 3 != 3:
+        # PUBLISH in the one-octet form is nearly all of the traffic: decoded inline.
+        f = data[2]
+        tid, mid = _HH.unpack_from(data, 3)
+        return Publish(tid, mid, data[7:], _BITS_TO_QOS[(f >> 5) & 3], _TID[f & 3], f & 0x80 != 0, f & 0x10 != 0)
     if n < 2:
         raise DecodeError(f"datagram of {n} octets is shorter than any message", n)
     length = data[0]

@@ -162,8 +162,9 @@ class Gateway:
         self._deliver = deliver
         self._on_event = on_event or (lambda kind, **data: None)
         self._wall = clock
+        # Rule lookups are cached per (topic, client): room for a few topics per session.
         self.mapper = PayloadMapper(config.topics, unmapped=config.unmapped, device_prefix=device_prefix,
-                                    source=source)
+                                    source=source, cache_size=max(1024, 4 * config.max_sessions))
         self.predefined = dict(config.predefined)
         self._predefined_ids = {name: tid for tid, name in config.predefined.items()}
         self.sessions: dict[str, Session] = {}      # by client id
@@ -177,6 +178,12 @@ class Gateway:
         self._anon_tokens = float(config.anonymous_rate_limit)
         self._anon_at = 0.0
         self._n_subs = 0   # subscriptions across all sessions: skip matching when there are none
+        # Hot-path copies of settings, and the wall time of the burst being handled.
+        self._max_datagram = config.max_datagram
+        self._rate = config.rate_limit
+        self._burst = config.rate_burst
+        self._max_pending = config.max_pending
+        self._now_wall = clock()
         self._handlers = {
             c.Connect: self._on_connect, c.WillTopic: self._on_will_topic, c.WillMsg: self._on_will_msg,
             c.Register: self._on_register, c.Regack: self._on_regack, c.Publish: self._on_publish,
@@ -227,6 +234,7 @@ class Gateway:
         while True:
             await trio.lowlevel.wait_readable(sock)
             now = trio.current_time()
+            self._now_wall = self._wall()   # one reception time per burst (a burst takes milliseconds)
             n = 0
             while n < 512:
                 try:
@@ -263,7 +271,7 @@ class Gateway:
     def _on_datagram(self, data: bytes, addr: Any, now: float) -> None:
         stats = self.stats
         stats["datagrams_in"] += 1
-        if len(data) > self.config.max_datagram:
+        if len(data) > self._max_datagram:
             stats["oversize"] += 1
             return
         try:
@@ -279,8 +287,8 @@ class Gateway:
         session = self.by_peer.get(peer)
         if session is not None:
             # Rate limit per client: a token bucket refilled at rate_limit per second.
-            tokens = session.tokens + (now - session.token_at) * self.config.rate_limit
-            burst = self.config.rate_burst
+            tokens = session.tokens + (now - session.token_at) * self._rate
+            burst = self._burst
             session.tokens = (burst if tokens > burst else tokens) - 1.0
             session.token_at = now
             if session.tokens < 0:
@@ -606,9 +614,16 @@ class Gateway:
         if qos == -1:
             self._on_publish_anonymous(msg, peer, session, now)
             return
-        if not self._connected(session, peer):
+        if session is None or (session.state is not State.ACTIVE and session.state is not State.AWAKE):
+            self._connected(session, peer)
             return
-        topic = self._resolve(session, msg.topic_id_type, msg.topic_id)
+        t = msg.topic_id_type
+        if t is TopicIdType.PREDEFINED:
+            topic = self.predefined.get(msg.topic_id)
+        elif t is TopicIdType.NORMAL:
+            topic = session.topics.get(msg.topic_id)
+        else:
+            topic = c.short_topic_name(msg.topic_id)
         if topic is None:
             stats["invalid_topic"] += 1
             self._send(peer, c.Puback(msg.topic_id, msg.msg_id, _INVALID))
@@ -628,12 +643,12 @@ class Gateway:
         elif qos == 1 and msg.msg_id in session.qos1_pending:
             stats["duplicates"] += 1     # the PUBACK follows when the first copy is delivered
             return
-        batch = self.mapper.map(topic, msg.data, session.client_id, self._wall())
+        batch = self.mapper.map(topic, msg.data, session.client_id, self._now_wall)
         if batch is None:
             stats["unmapped_dropped"] += 1
             self._ack(session, peer, qos, msg.topic_id, msg.msg_id)
             return
-        if len(self._pending) >= self.config.max_pending:
+        if len(self._pending) >= self._max_pending:
             self._refuse(peer, qos, msg.topic_id, msg.msg_id)
             return
         if qos == 2:
@@ -662,7 +677,7 @@ class Gateway:
             return
         stats["qos_minus1_in"] += 1
         client = session.client_id if session is not None else f"{peer[0][0]}:{peer[0][1]}"
-        batch = self.mapper.map(topic, msg.data, client, self._wall())
+        batch = self.mapper.map(topic, msg.data, client, self._now_wall)
         if batch is None:
             stats["unmapped_dropped"] += 1
         elif len(self._pending) >= cfg.max_pending:

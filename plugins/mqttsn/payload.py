@@ -218,12 +218,15 @@ class _Compiled:
         return ts if math.isfinite(ts) and ts > 0 else now
 
     def _number(self, payload: bytes, point: str, now: float):
+        # int() and float() read ASCII bytes directly; "21" stays an int, "21.0" a float.
         try:
-            text = payload.decode("ascii").strip()
-            v: Any = int(text) if text.lstrip("+-").isdigit() else float(text)
-            return [point], [v], now, None
-        except (ValueError, UnicodeDecodeError):
-            return [point], [None], now, [_BAD]
+            v: Any = float(payload) if b"." in payload else int(payload)
+        except ValueError:
+            try:
+                v = float(payload)      # 1e3, inf, nan
+            except ValueError:
+                return [point], [None], now, [_BAD]
+        return [point], [v], now, None
 
     def _text(self, payload: bytes, point: str, now: float):
         try:
@@ -290,6 +293,7 @@ class PayloadMapper:
         self.source = source
         self._auto = _Compiled(TopicRule("#", "number", "{client}", "{topic}"))
         self._cache: dict[str, _Compiled | None] = {}
+        self._targets: dict[tuple[str, str], tuple[_Compiled, str, str] | None] = {}
         self._cache_size = cache_size
 
     def rule_for(self, topic: str) -> _Compiled | None:
@@ -309,14 +313,30 @@ class PayloadMapper:
         self._cache[topic] = found
         return found
 
+    def target(self, topic: str, client: str) -> tuple[_Compiled, str, str] | None:
+        """(rule, device, point) for a topic published by `client`; cached, bounded."""
+        key = (topic, client)
+        try:
+            return self._targets[key]
+        except KeyError:
+            pass
+        c = self.rule_for(topic)
+        found = None
+        if c is not None:
+            levels = topic.split("/")
+            found = (c, self.device_prefix + c.device.render(topic, levels, client),
+                     c.point.render(topic, levels, client))
+        if len(self._targets) >= self._cache_size:
+            self._targets.clear()
+        self._targets[key] = found
+        return found
+
     def map(self, topic: str, payload: bytes, client: str, now: float) -> Batch | None:
         """The readings in one payload, or None when the topic is dropped."""
-        c = self.rule_for(topic)
-        if c is None:
+        t = self._targets.get((topic, client)) or self.target(topic, client)
+        if t is None:
             return None
-        levels = topic.split("/")
-        device = self.device_prefix + c.device.render(topic, levels, client)
-        point = c.point.render(topic, levels, client)
+        c, device, point = t
         if c is self._auto:
             names, values, ts, quality = c._number(payload, point, now)
             if quality is not None:

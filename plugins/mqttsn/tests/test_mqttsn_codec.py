@@ -129,7 +129,7 @@ def test_encode_refuses_out_of_range_fields_naming_them():
         encode(c.Publish(1, 1, b"", qos=3))
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_raise_only_decode_error(data):
     try:
@@ -138,7 +138,7 @@ def test_random_bytes_raise_only_decode_error(data):
         pass
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ANY, st.lists(st.tuples(st.integers(0, 400), u8), min_size=1, max_size=4), st.integers(-5, 5))
 def test_mutated_messages_raise_only_decode_error(msg, flips, resize):
     wire = bytearray(encode(msg))

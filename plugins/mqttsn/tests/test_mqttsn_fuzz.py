@@ -130,12 +130,12 @@ async def test_fuzzed_gateway_keeps_serving_with_flat_memory(harness, third_part
     assert stats["malformed"] > TOTAL // 4, stats
     assert stats["publishes_in"] + stats["qos_minus1_in"] > 100, stats   # the fuzz reached deep paths
     assert len(gw.sessions) <= 16
-    # 40,000 datagrams after the midpoint: what the gateway's own code holds may grow by
-    # bounded caches only (topic rule cache), the whole process (trio's timer heap
-    # included) by little more.
+    # 40,000 datagrams after the midpoint: what the gateway's own code holds may differ only
+    # by its bounded caches (the payload rule cache keeps at most 1,024 (topic, client)
+    # entries here, about 150 KiB, and starts again when full); the process by little more.
     print(f"FUZZ traced growth: plugin {end_plugin - mid_plugin} B, process {end - mid} B")
-    assert end_plugin - mid_plugin < 32 * 1024, f"the gateway kept {end_plugin - mid_plugin} more bytes"
-    assert end - mid < 256 * 1024, f"traced memory grew {end - mid} bytes over the last 40k datagrams"
+    assert end_plugin - mid_plugin < 256 * 1024, f"the gateway kept {end_plugin - mid_plugin} more bytes"
+    assert end - mid < 512 * 1024, f"traced memory grew {end - mid} bytes over the last 40k datagrams"
 
     # A real client is still served: connect, publish QoS 1, subscribe and receive.
     node = third_party(gw.address[1], "after-fuzz")
