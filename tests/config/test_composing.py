@@ -243,3 +243,11 @@ def test_a_broken_secrets_file_is_named_with_its_line(write):
     (issue,) = exc.value.issues
     assert issue.file == str(site.parent / "secrets.yaml") and issue.line == 3
     assert issue.message.startswith("YAML syntax error")
+
+
+def test_a_template_outside_the_site_folder_finds_secrets_in_the_site_folder_not_above(write, tmp_path):
+    write("secrets.yaml", "pw: above-the-site\n")                      # must not be used
+    write("templates/uplink.yaml", "entries: [{id: up, domain: uplink, config: {password: !secret pw}}]\n")
+    write("sites/a/secrets.yaml", "pw: site-a-password\n")
+    site = write("sites/a/site.yaml", "extends: [../../templates/uplink.yaml]\nsite: a\n")
+    assert load_site(site).site.entries[0].config["password"] == "site-a-password"

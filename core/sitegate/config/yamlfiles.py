@@ -133,14 +133,15 @@ def _scalar_argument(loader: _SiteLoader, node: yaml.Node, tag: str) -> str | No
 
 
 def _secret_dirs(start: Path, root: Path) -> list[Path]:
-    # As Home Assistant does: the including file's folder, then its parents up to the site's folder.
+    # As Home Assistant does: the including file's folder, then its parents up to the
+    # site file's folder. A file outside that folder (a shared template) looks beside
+    # itself, then in the site's folder, never in folders above the site.
+    here, top = start.resolve(), root.resolve()
+    if here != top and top not in here.parents:
+        return [start] if start == root else [start, root]
     dirs = [start]
-    for parent in start.parents:
-        if dirs[-1] == root:
-            break
-        dirs.append(parent)
-    if root not in dirs:
-        dirs = [start, root]
+    while Path(os.path.normpath(dirs[-1])).resolve() != top:
+        dirs.append(Path(os.path.normpath(dirs[-1] / "..")))
     return dirs
 
 
