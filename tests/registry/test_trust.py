@@ -112,3 +112,25 @@ def test_key_files_round_trip_and_mark_development_keys(tmp_path):
     (tmp_path / "junk.key").write_text("{}")
     with pytest.raises(ValueError, match="junk.key: not a sitegate Ed25519 key file"):
         load_private_key(tmp_path / "junk.key")
+
+
+def test_one_of_three_root_keys_is_rotated_keeping_the_threshold(tmp_path):
+    from sitegate.registry.repository import Repository
+
+    roots = [NaclSigner.generate(f"root-{i}") for i in range(3)]
+    keys = {n: NaclSigner.generate(n) for n in ("targets", "snapshot", "timestamp")}
+    repo = Repository.init(tmp_path / "reg", root=roots, root_threshold=2, **keys)
+    from sitegate.registry.store import PluginStore
+
+    state = tmp_path / "state"
+    PluginStore(state, repo.path).index.refresh()  # the site pins root v1
+    new = NaclSigner.generate("root-new")
+    # Only two of the three old root keys are at hand: enough for the threshold.
+    ring = {s.keyid: s for s in [roots[0], roots[1], *keys.values()]}
+    repo.rotate_key("root", new, ring, old=roots[2].keyid[:10])
+    role = repo.root().signed.roles["root"]
+    assert role.threshold == 2 and roots[2].keyid not in role.keyids and new.keyid in role.keyids
+    index = PluginStore(state, repo.path).index
+    index.refresh()
+    trusted = json.loads((state / "plugins/trust/metadata/root.json").read_text())
+    assert trusted["signed"]["version"] == 2

@@ -83,11 +83,11 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     new = NaclSigner.generate(f"{args.role}-{stamp}")
     out = Path(args.new_key) if args.new_key else keys_dir / f"{args.role}-{stamp}.key"
     try:
-        Repository(Path(args.registry)).rotate_key(args.role, new, load_keyring(keys_dir))
+        Repository(Path(args.registry)).rotate_key(args.role, new, load_keyring(keys_dir), old=args.old)
     except (RegistryError, ValueError) as exc:
         return _fail(str(exc))
     write_key_pair(new, out)
-    print(f"{args.role} key rotated; new key {new.keyid[:12]} in {out}. Remove the old {args.role} key file.")
+    print(f"{args.role} key rotated; new key {new.keyid[:12]} in {out}. Destroy the replaced key file.")
     return 0
 
 
@@ -109,6 +109,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     print(f"registry {args.registry}: root v{info['root_version']} (threshold {info['root_threshold']}), "
           f"timestamp v{info['timestamp_version']} expires {info['timestamp_expires']}")
+    for name, role in info["roles"].items():
+        print(f"role {name}: {role['threshold']} of {', '.join(k[:12] for k in role['keyids'])}")
     for name, pub in sorted(info["publishers"].items()):
         print(f"publisher {name}: {', '.join(pub['paths'])} keys {', '.join(k[:12] for k in pub['keyids'])}")
     for p in plugins:
@@ -178,6 +180,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = verb("rotate-key", cmd_rotate_key, "replace the key of a top-level role (root, targets, snapshot, timestamp)")
     p.add_argument("role", choices=TOP_ROLES)
     p.add_argument("--new-key", default=None, help="where to write the new private key")
+    p.add_argument("--old", default=None, metavar="KEYID", help="replace only this key (a keyid prefix, as shown by "
+                   "`registry list`); default: all of the role's keys")
     verb("refresh", cmd_refresh, "re-sign snapshot and timestamp (run before the timestamp expires)")
     verb("list", cmd_list, "publishers and signed plugins")
     verb("verify", cmd_verify, "verify every plugin as a new site would")

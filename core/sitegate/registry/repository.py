@@ -266,18 +266,28 @@ class Repository:
         # The snapshot keeps an entry for the old role: TUF clients refuse a snapshot that drops one.
         self.write_snapshot_and_timestamp(keyring, changed={"targets": version})
 
-    def rotate_key(self, role: str, new: NaclSigner, keyring: dict[str, NaclSigner]) -> None:
-        """Replace every key of a top-level role with `new`; a new root is signed by old and new root keys."""
+    def rotate_key(self, role: str, new: NaclSigner, keyring: dict[str, NaclSigner], *, old: str | None = None) -> None:
+        """Replace a top-level role's key with `new`: the one whose keyid starts with `old`, or all of them.
+
+        A new root version is written, signed by the old root's threshold and the new one's, so
+        sites follow it. Replacing one of several root keys keeps the threshold.
+        """
         if role not in TOP_ROLES:
             raise RegistryError(f"rotate-key: role must be one of {', '.join(TOP_ROLES)}, got {role!r} "
                                 "(a publisher's key changes with `add-publisher NAME KEYFILE --replace`)")
         root = self.root()
         old_root_signers = self._role_signers("root", keyring, root)
-        for keyid in list(root.signed.roles[role].keyids):
+        keyids = list(root.signed.roles[role].keyids)
+        if old:
+            keyids = [k for k in keyids if k.startswith(old)]
+            if len(keyids) != 1:
+                raise RegistryError(f"rotate-key {role}: {old!r} matches {len(keyids)} of its keys "
+                                    f"({', '.join(k[:12] for k in root.signed.roles[role].keyids)})")
+        for keyid in keyids:
             root.signed.revoke_key(keyid, role)
         root.signed.add_key(new.public_key, role)
-        if role == "root":
-            root.signed.roles["root"].threshold = 1
+        r = root.signed.roles[role]
+        r.threshold = min(r.threshold, len(r.keyids))
         root.signed.version += 1
         root.signed.expires = self._expires("root")
         # The client accepts a new root only if signed by the old root's threshold and by the new one.
@@ -342,6 +352,8 @@ class Repository:
         root = self.root()
         ts = self.timestamp()
         return {
+            "roles": {name: {"keyids": role.keyids, "threshold": role.threshold}
+                      for name, role in root.signed.roles.items()},
             "root_version": root.signed.version,
             "root_threshold": root.signed.roles["root"].threshold,
             "timestamp_version": ts.signed.version,
