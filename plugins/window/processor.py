@@ -109,8 +109,16 @@ class Window:
         except TypeError:
             self.skipped += 1
             return
-        start = math.floor(t / self.every) * self.every
-        states[p] = [start, start + self.every, 1, v, v, v, v, t, v, t, q >= _UNCERTAIN]
+        every = self.every
+        k = math.floor(t / every)
+        # Boundaries are k * every, the same float whether it ends one window or starts the next;
+        # t / every may round across an integer (4.3 / 0.1 = 42.99...), so settle k on them.
+        if t >= (k + 1) * every:
+            k += 1
+        elif t < k * every:
+            k -= 1
+        start, end = k * every, (k + 1) * every
+        states[p] = [start, end, 1, v, v, v, v, t, v, t, q >= _UNCERTAIN]
 
     # --- the route step ------------------------------------------------------------
     def process(self, batch: Batch) -> Batch | None:

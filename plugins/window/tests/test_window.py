@@ -41,6 +41,16 @@ def test_reading_exactly_on_a_boundary_opens_the_next_window():
         ("m", "temp.avg", 40.0, 120, 0), ("m", "temp.count", 1, 120, 0)]
 
 
+def test_boundary_rule_holds_for_sub_second_windows_despite_float_division():
+    w = Window(WindowParams(every=0.1, keep=["count"], grace=0))
+    # 4.3 / 0.1 == 42.99999999999999 in floats, yet 4.3 == 43 * 0.1: it must open window 43.
+    assert feed(w, "m", "p", [(4.25, 1.0), (4.3, 2.0), (4.31, 3.0)]) == [("p.count", 1, 4.3, 0)]
+    # 1.7 / 0.1 == 17.0 but 17 * 0.1 > 1.7: 1.7 opens window 16, so 1.65 after it is not late.
+    w = Window(WindowParams(every=0.1, keep=["count"], grace=0))
+    assert feed(w, "m", "p", [(1.7, 1.0), (1.65, 2.0)]) == [] and w.late == 0
+    assert rows(w.flush(2.0)) == [("m", "p.count", 2, 17 * 0.1, 0)]
+
+
 def test_every_stat_with_out_of_order_readings():
     w = Window(WindowParams(every=60, keep=list(STATS), grace=1))
     # t=120 arrives after t=125 and t=130: first is by time, not by arrival.
