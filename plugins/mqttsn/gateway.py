@@ -12,6 +12,7 @@ import collections
 import enum
 import logging
 import socket
+import struct
 import time
 from typing import Any, Awaitable, Callable, Sequence
 
@@ -139,6 +140,8 @@ class _Pending:
         self.topic_id = topic_id
         self.msg_id = msg_id
 
+
+_PUBACK_OK = struct.Struct(">BBHHB")
 
 COUNTERS = (
     "datagrams_in", "malformed", "oversize", "rate_limited", "unknown_client", "rejected_clients",
@@ -687,7 +690,8 @@ class Gateway:
 
     def _ack(self, s: Session | None, peer: Peer, qos: int, topic_id: int, msg_id: int) -> None:
         if qos == 1:
-            self._send(peer, c.Puback(topic_id, msg_id, _ACCEPTED))
+            # PUBACK "accepted", packed directly: it goes out once per QoS 1 publish.
+            self._send_raw(peer, _PUBACK_OK.pack(7, c.MsgType.PUBACK, topic_id, msg_id, 0))
         elif qos == 2:
             if s is not None:
                 s.qos2_in[msg_id] = True
