@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -141,3 +142,42 @@ async def test_restricted_points_reach_only_local_sinks_raw(tmp_path):
         assert "hr" not in cloud_points and "room" not in cloud_points
         assert "temp" in cloud_points and "hr.avg" in cloud_points
         assert host.services["dataplane"].deliveries["cloud"].withheld == 120
+
+
+async def test_dlq_commands_list_show_replay_and_purge(tmp_path, capsys):
+    from sitegate.cli import main
+
+    def site(poison: str) -> str:
+        return f"""
+        site: t
+        entries:
+          - {{id: src, domain: acklog, config: {{ack_path: {tmp_path}/ack, limit: 12, interval: 0}}}}
+          - {{id: out, domain: filesink, config: {{path: {tmp_path}/out, poison: {poison}}}}}
+        routes:
+          - {{from: ["src.*/*"], to: [out], priority: critical}}
+        """
+    async with running_site(tmp_path, site("7.0"), plugin_dirs=[FIXTURES]) as host:
+        plane = host.services["dataplane"]
+        await wait_for(lambda: plane.deliveries["out"].dead_letters == 4, 10, what="4 dead letters")
+    site_file = tmp_path / "site.yaml"
+    capsys.readouterr()
+    assert main(["dlq", "list", str(site_file), "--json"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(listed) == 4 and {d["sink"] for d in listed} == {"out"}
+    assert main(["dlq", "show", str(site_file), str(listed[0]["id"])]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["readings"][0]["msgId"] == f"t/{listed[0]['device']}/{listed[0]['seq']}"
+    assert shown["readings"][0]["value"] == 7.0
+    assert main(["dlq", "replay", str(site_file)]) == 1
+    assert "say which dead letters" in capsys.readouterr().out
+    assert main(["dlq", "replay", str(site_file), str(listed[0]["id"]), str(listed[1]["id"])]) == 0
+    assert main(["dlq", "purge", str(site_file), "--all"]) == 0
+    assert "purged 2" in capsys.readouterr().out
+    # The destination accepts the value now: the replayed readings arrive with their original msgIds,
+    # the acklog adapter having produced nothing new (limit reached before, new rounds are 1..12 again).
+    replayed = {(d["device"], d["seq"]) for d in listed[:2]}
+    (tmp_path / "site.yaml").write_text((tmp_path / "site.yaml").read_text().replace("poison: 7.0", "poison: -1"))
+    async with running_site(tmp_path, path=site_file, plugin_dirs=[FIXTURES]) as host:
+        await wait_for(lambda: replayed <= _delivered(tmp_path / "out"), 10, what="replayed readings delivered")
+    assert main(["dlq", "list", str(site_file)]) == 0
+    assert "no dead letters" in capsys.readouterr().out

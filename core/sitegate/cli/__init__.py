@@ -15,6 +15,7 @@ import sys
 _MODULES = [
     "site",       # check, config, diff
     "run",        # run
+    "dlq",        # dead letters: list, show, replay, purge
     "status",     # status, diagnostics
     "plugin",     # plugin authors: keygen, build, publish, new
     "plugins",    # site: install, upgrade, rollback, list

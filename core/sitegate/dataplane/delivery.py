@@ -93,7 +93,8 @@ class SinkDelivery:
                     next_due = await self._pass(conn)
                     if next_due is None:
                         continue           # delivered something: look again at once, critical first
-                    with trio.move_on_after(max(0.0, next_due - time.time())):
+                    # Bounded wait: records another process wrote (`sitegate dlq replay`) are seen too.
+                    with trio.move_on_after(min(self.plane.idle_poll, max(0.0, next_due - time.time()))):
                         await self._wake.wait()
         finally:
             conn.close()

@@ -41,6 +41,7 @@ class DataPlane:
     batch_readings = 5000
     fetch_records = 1000
     retention_every = 1.0
+    idle_poll = 5.0          # longest a delivery sleeps without looking at the WAL
     flush_every = 1.0
 
     def __init__(self, host: "SiteHost"):
