@@ -6,7 +6,9 @@ Prints "READY ..." once listening (with "serial=/dev/pts/N" when --serial: a
 pseudo-terminal the client opens as its serial line) and exits when stdin
 closes, so it never outlives the test that started it. Commands on stdin,
 one per line, for fault injection and counting: `delay S`, `exception CODE`
-(0 = off), `short on|off`, `stats` (prints "STATS {json}"), `reset`.
+(0 = off), `short on|off` (TCP answers one register short), `garbage on|off`
+(TCP protocol id not 0), `corrupt on|off` (RTU CRC broken), `stats` (prints
+"STATS {json}"), `reset`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class Faults:
         self.delay = 0.0
         self.exception = 0
         self.short = False
+        self.garbage = False     # TCP: answers with a protocol id that is not 0
+        self.corrupt = False     # RTU: answers with a broken CRC
         self.seen: Counter[str] = Counter()
 
 
@@ -69,6 +73,14 @@ def trace_packet(sending: bool, data: bytes) -> bytes:
         body[8] -= 2
         body[4:6] = (len(body) - 6).to_bytes(2, "big")
         return bytes(body)
+    if sending and FAULTS.garbage:
+        return data[:2] + b"\x12\x34" + data[4:]
+    return data
+
+
+def trace_packet_rtu(sending: bool, data: bytes) -> bytes:
+    if sending and FAULTS.corrupt and data:
+        return data[:-1] + bytes([data[-1] ^ 0xFF])
     return data
 
 
@@ -78,8 +90,8 @@ def command(line: str) -> str | None:
         FAULTS.delay = float(arg)
     elif word == "exception":
         FAULTS.exception = int(arg)
-    elif word == "short":
-        FAULTS.short = arg.strip() == "on"
+    elif word in ("short", "garbage", "corrupt"):
+        setattr(FAULTS, word, arg.strip() == "on")
     elif word == "reset":
         FAULTS.seen.clear()
     elif word == "stats":
@@ -120,7 +132,7 @@ async def main() -> None:
                                        trace_pdu=trace_pdu, trace_packet=trace_packet))
     if args.rtu_tcp_port:
         servers.append(ModbusTcpServer(devices, framer=FramerType.RTU, address=("127.0.0.1", args.rtu_tcp_port),
-                                       trace_pdu=trace_pdu))
+                                       trace_pdu=trace_pdu, trace_packet=trace_packet_rtu))
     if args.serial:
         import tty
         m1, s1 = os.openpty()

@@ -142,6 +142,66 @@ async def test_short_answers_are_bad_decode_not_crashes(modbus_server):
     await p.aclose()
 
 
+async def test_garbage_on_tcp_drops_the_connection_and_a_bad_crc_on_rtu_is_bad_decode(modbus_server):
+    server = await modbus_server(rtu_tcp=True)
+    pts = [{"name": "a", "address": 0}]
+    for link, command, reason in [(Link.TCP, "garbage", "not Modbus TCP"), (Link.RTU_OVER_TCP, "corrupt", "CRC")]:
+        out = Collect()
+        p = poller(endpoint(server, link), [("dev", device(pts))], out, timeout=0.3)
+        await p.connect()
+        dev = p.devices["dev"]
+        await server.command(f"{command} on")
+        batch = await p.poll_once(dev, dev.groups[0][1])
+        assert list(batch.quality) == [Quality.BAD_DECODE] and reason in dev.last_error, dev.last_error
+        assert p.client.counters["malformed"] == 1
+        assert dev.online is True                  # it answered, if badly
+        await server.command(f"{command} off")
+        if not p.client.connected:                 # TCP: no frame boundary left to find, so reconnect
+            await p.client.connect()
+        batch = await p.poll_once(dev, dev.groups[0][1])
+        assert batch.values == [0x1234] and batch.quality is None
+        await p.aclose()
+
+
+async def test_a_saturated_pipeline_slows_polling_and_missed_deadlines_are_counted(modbus_server):
+    server = await modbus_server()
+    out = Collect()
+    interval = 0.05
+
+    async def slow_publish(batch):
+        out.batches.append(batch)
+        if len(out.batches) == 2:
+            # the pipeline holds this batch for three intervals (the stimulus, not a wait for a result)
+            await trio.sleep(3 * interval)
+
+    p = LinkPoller(endpoint(server, Link.TCP), [("dev", device([{"name": "a", "address": 0}], poll=interval))],
+                   slow_publish, timeout=0.5)
+    await p.connect()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(p.run)
+        await wait_for(lambda: len(out.batches) >= 4, what="polls after the stall")
+        nursery.cancel_scope.cancel()
+    dev = p.devices["dev"]
+    assert dev.counters["missed_deadlines"] >= 2
+    # after the stall it is back on the grid, not catching up with back-to-back polls
+    assert out.batches[3].timestamps[0] - out.batches[2].timestamps[0] >= 0.4 * interval
+    await p.aclose()
+
+
+async def test_client_writes_several_coils_and_a_single_register_with_function_16(modbus_server):
+    server = await modbus_server()
+    p = poller(endpoint(server, Link.TCP), [("dev", device([{"name": "a", "address": 0}]))], Collect())
+    await p.connect()
+    await server.command("reset")
+    await p.client.write_coils(1, 24, [True, False, True])
+    await p.client.write_registers(1, 95, [777], single=False)
+    assert list(await p.client.read(1, Table.COIL, 24, 3)) == [True, False, True]
+    assert list(await p.client.read(1, Table.HOLDING, 95, 1)) == [777]
+    seen = await server.stats()
+    assert seen["15:24:3"] == 1 and seen["16:95:1"] == 1
+    await p.aclose()
+
+
 async def test_slow_device_times_out_goes_offline_and_comes_back(modbus_server):
     server = await modbus_server()
     out = Collect()
