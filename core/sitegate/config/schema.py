@@ -51,6 +51,10 @@ def _structure_literal(value: Any, kind: Any) -> Any:
 
 
 def _structure_id(value: Any, _: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        # `id: off` or `id: no` is the YAML 1.1 boolean, not the text.
+        raise ValueError(f"expected an id, got {value!r}: YAML reads yes/no/on/off/true/false/null as "
+                         "values, not text; quote it")
     _check_id(None, None, value)
     return value
 

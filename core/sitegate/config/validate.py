@@ -303,4 +303,10 @@ def check_site(path: str | Path, loader: Loader) -> tuple[LoadedSite | None, lis
                                ignore=comp.is_broken):
         if issue not in issues:
             issues.append(issue)
-    return (loaded if whole else None), issues
+    return (loaded if whole else None), _in_reading_order(issues, comp.files)
+
+
+def _in_reading_order(issues: list[Issue], files: tuple[Path, ...]) -> list[Issue]:
+    # File by file in the order they were read, top to bottom: the order an integrator fixes them in.
+    rank = {str(f): i for i, f in enumerate(files)}
+    return sorted(issues, key=lambda i: (rank.get(i.file or "", len(rank)), i.line or 0))
