@@ -305,3 +305,37 @@ async def test_forwarder_encapsulated_client(harness, raw_client):
     await fwd.send(c.Publish(4, 1, b"19.5", qos=1, topic_id_type=TopicIdType.PREDEFINED))
     assert (await fwd.expect(c.Puback)).return_code == ReturnCode.ACCEPTED
     assert rec.rows() == [("zigbee-node", "zig/temp", 19.5)]
+
+
+async def test_sleeping_client_acknowledges_buffered_qos1_before_pingresp(harness, raw_client):
+    """The codec client, because mqtt-sn-12 cannot acknowledge a QoS 1 PUBLISH."""
+    gw, _ = await harness.gateway()
+    cl = await raw_client(gw.address[1])
+    await cl.connect("dozer")
+    await cl.send(c.Subscribe(1, "dozer/+", qos=1))
+    await cl.expect(c.Suback)
+    await cl.send(c.Disconnect(60))
+    await cl.expect(c.Disconnect)
+    gw.send_to_topic("dozer/a", b"1", qos=1)
+    gw.send_to_topic("dozer/b", b"2", qos=1)
+    assert cl.nothing_waiting()
+    woke = await raw_client(gw.address[1])          # wakes up from another address
+    await woke.send(c.Pingreq("dozer"))
+    for name, data in (("dozer/a", b"1"), ("dozer/b", b"2")):
+        reg = await woke.expect(c.Register)
+        assert reg.topic_name == name
+        await woke.send(c.Regack(reg.topic_id, reg.msg_id))
+        pub = await woke.expect(c.Publish)
+        assert (pub.topic_id, pub.data, pub.qos) == (reg.topic_id, data, 1)
+        await woke.send(c.Puback(pub.topic_id, pub.msg_id))
+    await woke.expect(c.Pingresp)
+    assert gw.sessions["dozer"].state.value == "asleep"
+
+
+async def test_long_payload_uses_the_three_octet_length_form(harness, third_party):
+    gw, rec = await harness.gateway()
+    node = third_party(gw.address[1], "chatty")
+    await node.do("send_connect")
+    text = "x" * 400                                   # > 255 octets: 0x01 + 2-octet length
+    await node.do("send_publish", "chatty/log", text.encode(), 1)
+    assert rec.rows() == [("chatty", "chatty/log", text)]
