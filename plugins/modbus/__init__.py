@@ -12,7 +12,7 @@ from typing import Any
 from sitegate.hookspecs import hookimpl
 from sitegate.model import Command, CommandResult, DeviceInfo, PointInfo
 
-from .client import ModbusConnectionError
+from .client import ModbusConnectionError, ModbusTimeout
 from .config import ModbusConfig
 from .poller import LinkPoller
 
@@ -64,7 +64,7 @@ async def adapter_command(entry, command: Command) -> CommandResult:
 
 
 async def _read(poller: LinkPoller, command: Command) -> CommandResult:
-    """Poll one device now (all its points, or the one named) and answer with the values."""
+    """Read one device now (all its points, or the one named) and answer with the values."""
     dev = poller.devices.get(command.device)
     if dev is None:
         return CommandResult("nack", f"no device {command.device!r}")
@@ -72,14 +72,14 @@ async def _read(poller: LinkPoller, command: Command) -> CommandResult:
                 if command.point is None or any(p.name == command.point for p, _ in r.points)]
     if not requests:
         return CommandResult("nack", f"device {command.device!r} has no point {command.point!r}")
-    batch = await poller.poll_once(dev, requests)
-    if batch is None:
-        return CommandResult("nack", f"device {command.device!r} is offline: {dev.last_error}")
-    values = {p: v for p, v, _, q in batch.rows() if command.point in (None, p)}
-    bad = {p: q for p, _, _, q in batch.rows() if q >= 0x80}
+    names, values, _, quality, _, error = await poller.read_now(dev, requests)
+    got = {n: v for n, v in zip(names, values) if command.point in (None, n)}
+    bad = [n for n, q in zip(names, quality) if q >= 0x80 and command.point in (None, n)]
     if bad:
-        return CommandResult("nack", dev.last_error, values)
-    return CommandResult("ack", value=values if command.point is None else values.get(command.point))
+        if error is not None and isinstance(error, ModbusTimeout):
+            return CommandResult("timeout", error.reason, got)
+        return CommandResult("nack", f"{', '.join(bad)}: {dev.last_error}", got)
+    return CommandResult("ack", value=got if command.point is None else got[command.point])
 
 
 @hookimpl

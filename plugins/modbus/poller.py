@@ -150,6 +150,17 @@ class LinkPoller:
             dev.counters["skipped_offline"] += 1
             return None
         dev.counters["polls"] += 1
+        names, values, stamps, quality, answered, silent_error = await self.read_now(dev, requests)
+        self._update_state(dev, answered, silent_error)
+        return await self._publish(dev, names, values, stamps, quality)
+
+    async def read_now(self, dev: DeviceRuntime, requests: Sequence[ReadRequest]):
+        """Send `requests` and decode the answers, without publishing or changing the device state.
+
+        Returns (names, values, timestamps, qualities, answered, silent_error): `answered`
+        is whether the device answered anything, `silent_error` the timeout or connection
+        error that cut the cycle short (None if there was none).
+        """
         names: list[str] = []
         values: list[Any] = []
         stamps: list[float] = []
@@ -184,8 +195,7 @@ class LinkPoller:
                 values.append(value)
                 stamps.append(ts)
                 quality.append(q)
-        self._update_state(dev, answered, silent_error)
-        return await self._publish(dev, names, values, stamps, quality)
+        return names, values, stamps, quality, answered, silent_error
 
     def _fail_points(self, dev: DeviceRuntime, req: ReadRequest, exc: ModbusError, names: list, values: list,
                      stamps: list, quality: list) -> None:
