@@ -47,6 +47,7 @@ def test_include_dir_merge_list_concatenates_every_yaml_file_in_name_order(write
         """)
     loaded = load_site(site)
     assert [e.id for e in loaded.site.entries] == ["s1", "s2", "uplink", "s3"]
+    assert site.parent / "entries" in loaded.files   # so `run` notices a fragment added later
     assert loaded.sources.where("entries[2].config.host") == (str(site.parent / "entries/b_uplink.yaml"), 3)
 
 

@@ -135,7 +135,7 @@ class LoadedSite:
     path: Path
     raw: dict[str, Any]                       # the composed document, secrets resolved (never print it as is)
     secrets: frozenset[str] = frozenset()     # secret values used, for masking and redaction
-    files: tuple[Path, ...] = ()              # every file read (site, layers, includes, secrets)
+    files: tuple[Path, ...] = ()              # every file read (site, layers, includes, secrets) and included folder
     sources: SourceMap | None = None          # places of paths, for errors found later (validate.py)
 
     def place(self, issue: Issue) -> Issue:

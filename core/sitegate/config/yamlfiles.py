@@ -66,7 +66,7 @@ class ReadContext:
     root_dir: Path                                  # folder of the site file; secrets are looked up to here
     issues: list[Issue] = attrs.Factory(list)
     secrets: set[str] = attrs.Factory(set)          # secret VALUES used, for masking and redaction
-    files: list[Path] = attrs.Factory(list)         # every file read, so `run` can watch them
+    files: list[Path] = attrs.Factory(list)         # every file (and included folder) read, for `run` to watch
     stack: list[Path] = attrs.Factory(list)         # the include chain, to refuse cycles
     _secret_files: dict[Path, dict | None] = attrs.Factory(dict)
 
@@ -242,6 +242,8 @@ def _construct_dir(loader: _SiteLoader, node: yaml.Node, tag: str, want: type) -
     folder = _resolve(loader, name)
     if not folder.is_dir():
         return loader.ctx.issue(f"{tag} {name}: no such folder ({folder})", _where(loader, node))
+    # Watch the folder too: its mtime changes when a fragment is added or removed.
+    loader.ctx.saw(folder)
     merged: LocList | LocDict = LocList(where=_where(loader, node)) if want is LocList else LocDict(where=_where(loader, node))
     for f in _dir_files(folder):
         value = read_yaml(f, loader.ctx, included_from=_where(loader, node), tag=tag)
