@@ -66,6 +66,12 @@ class Window:
         self.states: dict[str, dict[str, list[Any]]] = {}
         self.sources: dict[str, str] = {}
         self._names: dict[str, tuple[str, ...]] = {}
+        # Where each kept stat lives in the state list; avg (None) is the only one computed.
+        self._slots = tuple({"min": MIN, "max": MAX, "sum": SUM, "count": COUNT, "first": FIRST,
+                             "last": LAST}.get(s) for s in self.keep)
+        # No open window ends before this: flush() has nothing to do until then. Windows are
+        # aligned, so most points share one end and flush scans once per window, not every call.
+        self._next_due = math.inf
         self.late = 0          # readings for a window already closed: dropped, counted
         self.skipped = 0       # bad quality or not a number
 
@@ -80,23 +86,9 @@ class Window:
             pts, vals, ts, qs = out
             end = st[END]
             q = _UNCERTAIN if st[UNCERTAIN] else 0
-            for name, stat in zip(names, self.keep):
-                if stat == "avg":
-                    v = st[SUM] / count
-                elif stat == "min":
-                    v = st[MIN]
-                elif stat == "max":
-                    v = st[MAX]
-                elif stat == "sum":
-                    v = st[SUM]
-                elif stat == "count":
-                    v = count
-                elif stat == "first":
-                    v = st[FIRST]
-                else:
-                    v = st[LAST]
+            for name, slot in zip(names, self._slots):
                 pts.append(name)
-                vals.append(v)
+                vals.append(st[SUM] / count if slot is None else st[slot])
                 ts.append(end)
                 qs.append(q)
         # An empty interval: anything older than `end` is now late, anything newer opens a window.
@@ -119,6 +111,8 @@ class Window:
             k -= 1
         start, end = k * every, (k + 1) * every
         states[p] = [start, end, 1, v, v, v, v, t, v, t, q >= _UNCERTAIN]
+        if end < self._next_due:
+            self._next_due = end
 
     # --- the route step ------------------------------------------------------------
     def process(self, batch: Batch) -> Batch | None:
@@ -179,14 +173,22 @@ class Window:
         """Close every window whose end is at least `grace` in the past."""
         horizon = now - self.grace
         batches = []
+        if horizon < self._next_due:
+            return batches
+        next_due = math.inf
         for device, states in self.states.items():
             out: tuple[list, list, list, list] = ([], [], [], [])
             for p, st in states.items():
-                if st[START] < st[END] <= horizon:
-                    self._close(p, st, out)
+                end = st[END]
+                if st[START] < end:
+                    if end <= horizon:
+                        self._close(p, st, out)
+                    elif end < next_due:
+                        next_due = end
             if out[0]:
                 pts, vals, ts, qs = out
                 batches.append(Batch(device, pts, vals, ts, qs if any(qs) else None, self.sources.get(device, "")))
+        self._next_due = next_due
         return batches
 
 
