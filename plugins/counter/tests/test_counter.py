@@ -103,3 +103,21 @@ def test_loads_as_an_integration_and_creates_from_site_params():
     proc = ptype.create(params, ProcessorContext("s", "r", lambda e: None, lambda: 0.0))
     assert proc.process(Batch("m", ["wh"], [4294967290], [0])) is None
     assert list(proc.process(Batch("m", ["wh"], [4], [1])).rows()) == [("wh.delta", 10, 1, 0)]
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(modulus=st.sampled_from([256, 65536, 4294967296]), start=st.integers(0, 10**12),
+       steps=st.lists(st.floats(0, 0.49), max_size=40))
+def test_deltas_add_up_to_the_true_increase_across_any_number_of_wraps(modulus, start, steps):
+    # A meter counting up by less than half its range between readings: every decrease is a wrap.
+    c, events = make(modulus=modulus)
+    total = start
+    observed = [total % modulus]
+    for s in steps:
+        total += int(s * modulus)
+        observed.append(total % modulus)
+    assert sum(v for _, v in deltas(c, observed)) == total - start
+    assert c.resets == 0 and events == []

@@ -136,3 +136,25 @@ def test_loads_as_an_integration_and_creates_from_site_params():
     assert proc.process(Batch("a", ["t"], [2.0], [0])) is None
     out = proc.process(Batch("a", ["t"], [4.0], [60]))
     assert list(out.rows()) == [("t.min", 2.0, 60, 0), ("t.max", 2.0, 60, 0), ("t.avg", 2.0, 60, 0)]
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(every=st.sampled_from([1.0, 7.5, 60.0]),
+       readings=st.lists(st.tuples(st.integers(0, 4000), st.integers(-50, 50)), max_size=60))
+def test_aggregates_match_a_brute_force_grouping(every, readings):
+    # Timestamps on a quarter-second grid and windows of whole/half seconds: no float ambiguity,
+    # so floor(t / every) is the window and the processor must agree with it exactly.
+    readings = sorted((q / 4, float(v)) for q, v in readings)
+    w = Window(WindowParams(every=every, keep=["count", "sum", "min", "max", "first", "last"], grace=0))
+    got = feed(w, "m", "p", readings) + [r[1:] for r in rows(w.flush(1e9))]
+    groups = {}
+    for t, v in readings:
+        groups.setdefault((t // every + 1) * every, []).append(v)
+    want = []
+    for end, vs in sorted(groups.items()):
+        want += [("p.count", len(vs), end, 0), ("p.sum", sum(vs), end, 0), ("p.min", min(vs), end, 0),
+                 ("p.max", max(vs), end, 0), ("p.first", vs[0], end, 0), ("p.last", vs[-1], end, 0)]
+    assert got == want
