@@ -22,7 +22,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     from .entries import EntryContext
     from .model import Command, CommandResult
-    from .plugins import ProcessorType, Sink, UpdateHandler
+    from .plugins import CliCommand, ProcessorType, Sink, UpdateHandler
 
 PROJECT = "sitegate"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -139,6 +139,20 @@ def update_handler(entry: "EntryContext") -> "UpdateHandler":
 
     Called once after ``setup_entry`` for an entry whose integration has kind
     ``update_handler`` (see ``sitegate.plugins.UpdateHandler``).
+    """
+
+
+# --- tools for integrators ---------------------------------------------------------
+
+@hookspec
+def cli_commands() -> Mapping[str, "CliCommand"]:
+    """Return extra command-line verbs, offered as ``sitegate <domain> <verb> ...``.
+
+    Called when a user runs ``sitegate <your domain> ...``; the integration is
+    loaded from the signed registry (or ``--dev-plugins``) first, exactly as a
+    site would load it. Each ``sitegate.plugins.CliCommand`` adds its arguments
+    to an argparse parser and runs synchronously, returning an exit status.
+    For tools such as browsing a server or making certificates.
     """
 
 

@@ -81,3 +81,13 @@ class UpdateHandler(Protocol):
     async def health_check(self, device: str, deadline: float) -> bool: ...
     async def commit(self, device: str) -> None: ...
     async def rollback(self, device: str) -> None: ...
+
+
+@attrs.frozen(slots=True)
+class CliCommand:
+    """A verb an integration adds to the command line: ``sitegate <domain> <name> ...``."""
+
+    name: str
+    help: str
+    configure: Callable[[Any], None]    # adds arguments to an argparse.ArgumentParser
+    run: Callable[[Any], int]           # runs with the parsed arguments; returns the exit status

@@ -226,3 +226,39 @@ def entry_diagnostics(entry) -> dict[str, Any]:
         "subscribed_nodes": sorted(session.by_nodeid) if session else [],
         "inbox_dropped": inbox.dropped if inbox else 0,
     }
+
+
+@hookimpl
+def cli_commands():
+    from sitegate.plugins import CliCommand
+
+    from . import tools
+
+    def browse_args(p):
+        p.add_argument("endpoint", help="opc.tcp://host:port/path")
+        p.add_argument("node", nargs="?", help="node id to start from (default: Objects)")
+        p.add_argument("--depth", type=int, default=3, help="levels to descend (default 3)")
+
+    def browse(args) -> int:
+        try:
+            rows = tools.browse(args.endpoint, args.node, args.depth)
+        except Exception as exc:  # noqa: BLE001 - show the user what went wrong, not a traceback
+            print(f"error: cannot browse {args.endpoint}: {type(exc).__name__}: {exc}")
+            return 1
+        for depth, name, node_id, cls in rows:
+            print(f"{'  ' * depth}{name:<{40 - 2 * depth}} {node_id:<32} {cls}")
+        return 0
+
+    def cert_args(p):
+        p.add_argument("stem", help="path without suffix: writes STEM.der (certificate) and STEM.pem (key)")
+        p.add_argument("--uri", default="urn:sitegate:client", help="application URI (default urn:sitegate:client)")
+        p.add_argument("--host", default="127.0.0.1", help="host name in the certificate")
+
+    def make_cert(args) -> int:
+        cert, key = tools.make_certificate(args.stem, args.uri, args.host)
+        print(f"certificate {cert}\nprivate key {key}\n"
+              "Give the server's administrator the certificate to trust; keep the key private.")
+        return 0
+
+    return {"browse": CliCommand("browse", "list a server's address space to pick nodes", browse_args, browse),
+            "make-cert": CliCommand("make-cert", "make a self-signed client certificate", cert_args, make_cert)}

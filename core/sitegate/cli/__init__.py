@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    commands = set(parser._subparsers._group_actions[0].choices) if parser._subparsers else set()
+    if argv and not argv[0].startswith("-") and argv[0] not in commands and argv[0].isidentifier():
+        # Not a core verb: an integration's own tools (`sitegate opcua browse ...`).
+        from .integration import run as run_integration_command
+        return run_integration_command(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

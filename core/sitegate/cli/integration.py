@@ -1,0 +1,57 @@
+"""`sitegate <domain> <verb> ...`: verbs that integrations add (browse a server, make a certificate).
+
+The integration is loaded exactly as a site loads it: verified from the
+signed registry by default, or from ``--dev-plugins DIR`` (with the warning).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError, SitegateError
+
+
+def _source(dev: list[Path], registry: Path, state: Path, domain: str):
+    if dev:
+        from ..loader import DevFolderSource
+        return DevFolderSource(*dev)
+    from ..registry.source import RegistrySource
+    if not registry.is_dir():
+        raise SitegateError(f"no plugin source: no signed registry at {registry}; give --registry DIR, "
+                            "or --dev-plugins DIR to load unsigned plugin folders at your desk")
+    return RegistrySource(registry, state, {domain: ""})
+
+
+def run(argv: list[str]) -> int:
+    domain = argv[0]
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--dev-plugins", type=Path, action="append", default=[])
+    pre.add_argument("--registry", type=Path, default=Path("registry"))
+    pre.add_argument("--state", type=Path, default=Path(".sitegate") / "tools")
+    known, rest = pre.parse_known_args(argv[1:])
+    from ..loader import Loader
+    try:
+        loader = Loader(_source(known.dev_plugins, known.registry, known.state, domain))
+        integration = loader.load([domain])[-1]
+    except (ConfigError, SitegateError) as exc:
+        print(f"error: sitegate {domain}: {exc}", file=sys.stderr)
+        return 2
+    hook = integration.hook("cli_commands")
+    commands = dict(hook()) if hook else {}
+    parser = argparse.ArgumentParser(prog=f"sitegate {domain}",
+                                     description=f"tools of the {integration.manifest.name} integration")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name, cmd in commands.items():
+        p = sub.add_parser(name, help=cmd.help)
+        cmd.configure(p)
+        p.set_defaults(_run=cmd.run)
+    if not commands:
+        print(f"error: integration {domain!r} adds no commands", file=sys.stderr)
+        return 2
+    args = parser.parse_args(rest)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    return int(args._run(args) or 0)
