@@ -134,3 +134,21 @@ def test_loads_as_an_integration_and_creates_from_site_params():
     assert proc.process(Batch("a", ["x"], [1.0], [0])) is not None
     assert proc.process(Batch("a", ["x"], [1.2], [1])) is None
     assert [list(b.rows()) for b in proc.flush(61.0)] == [[("x", 1.2, 1, 0)]]
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(band=st.sampled_from([0.0, 0.5, 2.0]), values=st.lists(st.integers(-40, 40), min_size=1, max_size=50))
+def test_every_reading_is_reported_or_within_the_band_of_the_last_report(band, values):
+    d = Deadband(DeadbandParams(abs=band))
+    seq = [(t, v / 4) for t, v in enumerate(values)]      # quarter steps: exact in floats
+    reported = dict(feed(d, "m", "p", seq))
+    last = None
+    for t, v in seq:
+        if t in reported:
+            assert last is None or abs(v - last) >= band and v != last
+            last = v
+        else:
+            assert abs(v - last) < band or v == last
