@@ -40,6 +40,14 @@ class RouteStage:
         if rows:
             await self.wal.append(rows)
 
+    async def accept_many(self, batches: list[Batch]) -> None:
+        """Several batches (one poll of many devices), committed together: one wait for one commit."""
+        rows: list[tuple] = []
+        for b in batches:
+            rows.extend(self.rows_for(b))
+        if rows:
+            await self.wal.append(rows)
+
     def accept_nowait(self, batch: Batch) -> None:
         rows = self.rows_for(batch)
         if rows:
