@@ -356,3 +356,24 @@ class MqttObserver:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; "
                                  f"{len(self.messages)} messages arrived")
         return list(self.messages)
+
+
+def publish_messages(broker: Mosquitto, messages, *, qos: int = 1, timeout: float = 10.0) -> None:
+    """Publish (topic, payload) pairs with a bare paho client and wait for every PUBACK (blocking)."""
+    import paho.mqtt.client as mqtt
+
+    messages = list(messages)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.max_inflight_messages_set(0)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos) for topic, payload in messages]
+        deadline = time.monotonic() + timeout
+        for info in infos:
+            info.wait_for_publish(max(0.01, deadline - time.monotonic()))
+            if not info.is_published():
+                raise RuntimeError(f"publishing to {broker.url()}: no PUBACK within {timeout:g} s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
