@@ -142,6 +142,7 @@ class _Pending:
 
 
 _PUBACK_OK = struct.Struct(">BBHHB")
+_HH = struct.Struct(">HH")
 
 COUNTERS = (
     "datagrams_in", "malformed", "oversize", "rate_limited", "unknown_client", "rejected_clients",
@@ -274,9 +275,21 @@ class Gateway:
     def _on_datagram(self, data: bytes, addr: Any, now: float) -> None:
         stats = self.stats
         stats["datagrams_in"] += 1
-        if len(data) > self._max_datagram:
+        n = len(data)
+        if n > self._max_datagram:
             stats["oversize"] += 1
             return
+        if n >= 7 and data[0] == n and data[1] == 0x0C and not data[2] & 0x40 and data[2] & 0x03 != 0x03:
+            # QoS 0/1 PUBLISH from a connected client, nearly all of the traffic: read in
+            # place, without building a message object (same checks as codec.decode).
+            peer = (addr, None)
+            session = self.by_peer.get(peer)
+            if session is not None and (session.state is State.ACTIVE or session.state is State.AWAKE):
+                if self._admit(session, now):
+                    f = data[2]
+                    topic_id, msg_id = _HH.unpack_from(data, 3)
+                    self._publish_in((f >> 5) & 1, f & 0x03, topic_id, msg_id, data[7:], peer, session)
+                return
         try:
             msg = c.decode(data)
         except DecodeError:
@@ -288,22 +301,27 @@ class Gateway:
             msg = msg.message
         peer = (addr, node)
         session = self.by_peer.get(peer)
-        if session is not None:
-            # Rate limit per client: a token bucket refilled at rate_limit per second.
-            tokens = session.tokens + (now - session.token_at) * self._rate
-            burst = self._burst
-            session.tokens = (burst if tokens > burst else tokens) - 1.0
-            session.token_at = now
-            if session.tokens < 0:
-                session.tokens = 0.0
-                stats["rate_limited"] += 1
-                return
-            session.last_seen = now
+        if session is not None and not self._admit(session, now):
+            return
         handler = self._handlers.get(type(msg))
         if handler is None:
             stats["unexpected"] += 1   # ADVERTISE/GWINFO from others, acks a gateway never gets
             return
         handler(msg, peer, session, now)
+
+    def _admit(self, session: Session, now: float) -> bool:
+        """Rate limit per client: a token bucket refilled at rate_limit per second."""
+        tokens = session.tokens + (now - session.token_at) * self._rate
+        burst = self._burst
+        tokens = (burst if tokens > burst else tokens) - 1.0
+        session.token_at = now
+        if tokens < 0:
+            session.tokens = 0.0
+            self.stats["rate_limited"] += 1
+            return False
+        session.tokens = tokens
+        session.last_seen = now
+        return True
 
     def _connected(self, session: Session | None, peer: Peer) -> bool:
         if session is not None and session.state in (State.ACTIVE, State.AWAKE):
@@ -612,53 +630,56 @@ class Gateway:
 
     # --- publishes from clients ----------------------------------------------------------------
     def _on_publish(self, msg: c.Publish, peer: Peer, session: Session | None, now: float) -> None:
-        stats = self.stats
-        qos = msg.qos
-        if qos == -1:
+        if msg.qos == -1:
             self._on_publish_anonymous(msg, peer, session, now)
             return
         if session is None or (session.state is not State.ACTIVE and session.state is not State.AWAKE):
             self._connected(session, peer)
             return
-        t = msg.topic_id_type
-        if t is TopicIdType.PREDEFINED:
-            topic = self.predefined.get(msg.topic_id)
-        elif t is TopicIdType.NORMAL:
-            topic = session.topics.get(msg.topic_id)
-        else:
-            topic = c.short_topic_name(msg.topic_id)
+        self._publish_in(msg.qos, msg.topic_id_type, msg.topic_id, msg.msg_id, msg.data, peer, session)
+
+    def _publish_in(self, qos: int, tid_type: int, topic_id: int, msg_id: int, data: bytes, peer: Peer,
+                    session: Session) -> None:
+        """A QoS 0/1/2 publish from a connected client: map it and queue it for delivery."""
+        stats = self.stats
+        if tid_type == 1:      # predefined
+            topic = self.predefined.get(topic_id)
+        elif tid_type == 0:    # normal
+            topic = session.topics.get(topic_id)
+        else:                  # short
+            topic = c.short_topic_name(topic_id)
         if topic is None:
             stats["invalid_topic"] += 1
-            self._send(peer, c.Puback(msg.topic_id, msg.msg_id, _INVALID))
+            self._send(peer, c.Puback(topic_id, msg_id, _INVALID))
             return
         stats["publishes_in"] += 1
         if qos == 2:
-            seen = session.qos2_in.get(msg.msg_id)
+            seen = session.qos2_in.get(msg_id)
             if seen is not None:
                 stats["duplicates"] += 1
                 if seen:
-                    self._send(peer, c.Pubrec(msg.msg_id))
+                    self._send(peer, c.Pubrec(msg_id))
                 return
             if len(session.qos2_in) >= self.config.max_qos2_inflight:
                 stats["congestion"] += 1
-                self._send(peer, c.Puback(msg.topic_id, msg.msg_id, _CONGESTION))
+                self._send(peer, c.Puback(topic_id, msg_id, _CONGESTION))
                 return
-        elif qos == 1 and msg.msg_id in session.qos1_pending:
+        elif qos == 1 and msg_id in session.qos1_pending:
             stats["duplicates"] += 1     # the PUBACK follows when the first copy is delivered
             return
-        batch = self.mapper.map(topic, msg.data, session.client_id, self._now_wall)
+        batch = self.mapper.map(topic, data, session.client_id, self._now_wall)
         if batch is None:
             stats["unmapped_dropped"] += 1
-            self._ack(session, peer, qos, msg.topic_id, msg.msg_id)
+            self._ack(session, peer, qos, topic_id, msg_id)
             return
         if len(self._pending) >= self._max_pending:
-            self._refuse(peer, qos, msg.topic_id, msg.msg_id)
+            self._refuse(peer, qos, topic_id, msg_id)
             return
         if qos == 2:
-            session.qos2_in[msg.msg_id] = False
+            session.qos2_in[msg_id] = False
         elif qos == 1:
-            session.qos1_pending.add(msg.msg_id)
-        self._pending.append(_Pending(batch, qos, session, peer, msg.topic_id, msg.msg_id))
+            session.qos1_pending.add(msg_id)
+        self._pending.append(_Pending(batch, qos, session, peer, topic_id, msg_id))
 
     def _on_publish_anonymous(self, msg: c.Publish, peer: Peer, session: Session | None, now: float) -> None:
         cfg = self.config
