@@ -6,7 +6,7 @@ point that has been quiet for `max_silence` while newer, suppressed readings exi
 
 from __future__ import annotations
 
-import itertools
+from itertools import repeat
 import math
 from typing import Any, Sequence
 
@@ -35,16 +35,6 @@ class DeadbandParams:
     def __attrs_post_init__(self):
         if self.abs is None and self.percent is None:
             raise ValueError("deadband: give abs, percent or both (abs: 0 reports every change)")
-
-
-class _Good:
-    """Stands in for a missing quality column: zero (good) at every index, of any length."""
-
-    def __iter__(self):
-        return itertools.repeat(0)
-
-
-_ALL_GOOD = _Good()
 
 
 class Deadband:
@@ -76,7 +66,7 @@ class Deadband:
         track = silence != _INF          # only max_silence needs the latest suppressed reading
         relative = pct != _INF
         i = -1
-        for p, v, t, q in zip(points, values, stamps, _ALL_GOOD if quality is None else quality):
+        for p, v, t, q in zip(points, values, stamps, repeat(0) if quality is None else quality):
             i += 1
             st = states.get(p)
             if st is None:

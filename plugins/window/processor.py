@@ -7,7 +7,7 @@ sees `end + grace <= now`; its aggregates leave as points `<point>.<stat>` stamp
 
 from __future__ import annotations
 
-import itertools
+from itertools import repeat
 import math
 from typing import Any, Sequence
 
@@ -23,16 +23,6 @@ _BAD = int(Quality.BAD)
 
 # Slots of a window's state list (a list, not an object: attribute access is the hot path's cost).
 START, END, COUNT, SUM, MIN, MAX, FIRST, FIRST_T, LAST, LAST_T, UNCERTAIN = range(11)
-
-
-class _Good:
-    """Stands in for a missing quality column: zero (good) at every index, of any length."""
-
-    def __iter__(self):
-        return itertools.repeat(0)
-
-
-_ALL_GOOD = _Good()
 
 
 def _positive(_, attribute, value):
@@ -124,7 +114,7 @@ class Window:
         points, values, stamps, quality = batch.points, batch.values, batch.timestamps, batch.quality
         out: tuple[list, list, list, list] | None = None
         if quality is None:
-            quality = _ALL_GOOD
+            quality = repeat(0)             # no column: every reading good
         # The hot loop: literal slot numbers (START=0, END=1, COUNT=2, SUM=3, MIN=4, MAX=5,
         # LAST=8, LAST_T=9) instead of the named globals save a lookup per access.
         for p, v, t, q in zip(points, values, stamps, quality):
