@@ -49,6 +49,32 @@ class HistorySink:
         await trio.to_thread.run_sync(work)
 
 
+def resolution_name(resolution: Any) -> str:
+    """The WebSocket API's `resolution` (seconds per row, or None for raw) or a name, as a store resolution."""
+    if resolution is None:
+        return "raw"
+    if isinstance(resolution, str):
+        return resolution
+    seconds = float(resolution)
+    return "day" if seconds >= DAY else "hour" if seconds >= 3600 else "raw"
+
+
+class HistoryQuery:
+    """What `entry.data["history"]` holds for the WebSocket API: an awaitable query in a worker thread.
+
+    Rows are dicts: raw {ts, value, quality}; hour/day {ts, count, min, max, avg, first, last}.
+    """
+
+    def __init__(self, store: HistoryStore):
+        self.store = store
+
+    async def query(self, device: str, point: str, start: float, end: float, resolution: Any = None,
+                    limit: int = 10_000) -> list[dict[str, Any]]:
+        store, res = self.store, resolution_name(resolution)
+        result = await trio.to_thread.run_sync(lambda: store.query(device, point, start, end, res, limit))
+        return result["rows"]
+
+
 class HistoryService:
     """What `host.services["history"]` holds: the history stores of the site, by entry id."""
 
@@ -82,7 +108,8 @@ async def setup_entry(entry) -> None:
     store = await trio.to_thread.run_sync(lambda: HistoryStore(
         path, raw_keep=float(cfg.raw_keep), hourly_keep=float(cfg.hourly_keep), daily_keep=float(cfg.daily_keep),
         synchronous=sync))
-    entry.data["history"] = store
+    entry.data["history_store"] = store
+    entry.data["history"] = HistoryQuery(store)
     service = entry.host.services.setdefault("history", HistoryService())
     service.stores[entry.id] = store
 
@@ -95,12 +122,12 @@ async def setup_entry(entry) -> None:
 
 @hookimpl
 def sink_factory(entry):
-    return HistorySink(entry.data["history"])
+    return HistorySink(entry.data["history_store"])
 
 
 @hookimpl
 def entry_diagnostics(entry) -> dict[str, Any]:
-    store: HistoryStore | None = entry.data.get("history")
+    store: HistoryStore | None = entry.data.get("history_store")
     if store is None:
         return {}
     return {"path": str(store.path), "written": store.written, "too_old": store.too_old}

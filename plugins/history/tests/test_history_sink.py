@@ -92,7 +92,11 @@ async def test_history_sink_stores_a_live_site_and_answers_queries(tmp_path):
         while await count() < 20:
             assert time.monotonic() < deadline, "history got no readings"
             await trio.sleep(0.02)     # polling the condition, with the deadline above
-        store = host.entry("history").data["history"]
+        store = host.entry("history").data["history_store"]
         store.rollup()
         hours = await service.query("sim.dev0", "temperature", start, time.time() + 1, "hour")
         assert hours["rows"] and hours["rows"][0]["count"] >= 20
+        # The shape the WebSocket API's `history` command calls: resolution in seconds, None for raw.
+        rows = await host.entry("history").data["history"].query("sim.dev0", "temperature", start,
+                                                                  time.time() + 1, 3600)
+        assert rows == hours["rows"]
