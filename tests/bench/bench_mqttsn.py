@@ -3,11 +3,14 @@
 `mqttsn_qos0`: readings/s taken into the core pipeline from 1,000 connected clients
 publishing at QoS 0 (offered faster than the target; the figure is what the gateway
 took in while saturated). `mqttsn_qos1`: acknowledged publishes/s at QoS 1, each client
-with one publish outstanding (as the spec allows), and the p99 PUBACK latency.
+with one publish outstanding (as the spec allows), and the p99 PUBACK latency (with
+1,000 publishes always in flight, latency is about 1,000 / throughput: Little's law).
 The load generator is another process using the plugin's codec. Baseline, same run,
 same load generator: a bare UDP server that counts (QoS 0) or answers PUBACK (QoS 1)
 without sessions, topics, payload mapping or pipeline: the ratio is the share of
-the transport's ceiling the full gateway keeps.
+the transport's ceiling the full gateway keeps. The `*_per_cpu_second` figures read the
+same runs per CPU second of the gateway process, which stays meaningful when the machine
+is shared and the wall-clock rate only says how much CPU the process was given.
 """
 
 from __future__ import annotations
@@ -163,24 +166,37 @@ async def _run_loadgen(mode: str, port: int) -> dict:
 
 
 class _Sampler:
-    """(monotonic time, count) every 20 ms, to read the rate inside the load window."""
+    """(monotonic time, count, CPU time of this process) every 20 ms, to read the rate
+    inside the load window, by wall clock and by CPU second (the machine may be shared)."""
 
     def __init__(self, count):
         self.count = count
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, float]] = []
 
     async def run(self):
         while True:
-            self.samples.append((time.monotonic(), self.count()))
+            self.samples.append((time.monotonic(), self.count(), time.process_time()))
             await trio.sleep(0.02)
 
-    def rate(self, t0: float, t1: float) -> float:
+    def _window(self, t0: float, t1: float):
         # Skip the first 0.3 s (connect burst settling) and read until the generator stopped.
         a = [s for s in self.samples if s[0] >= t0 + 0.3]
         b = [s for s in self.samples if s[0] <= t1]
         if not a or not b or b[-1][0] <= a[0][0]:
-            return 0.0
-        return (b[-1][1] - a[0][1]) / (b[-1][0] - a[0][0])
+            return None
+        return a[0], b[-1]
+
+    def rate(self, t0: float, t1: float) -> float:
+        w = self._window(t0, t1)
+        return 0.0 if w is None else (w[1][1] - w[0][1]) / (w[1][0] - w[0][0])
+
+    def per_cpu_second(self, t0: float, t1: float) -> float:
+        w = self._window(t0, t1)
+        return 0.0 if w is None or w[1][2] <= w[0][2] else (w[1][1] - w[0][1]) / (w[1][2] - w[0][2])
+
+    def cpu_share(self, t0: float, t1: float) -> float:
+        w = self._window(t0, t1)
+        return 0.0 if w is None else (w[1][2] - w[0][2]) / (w[1][0] - w[0][0])
 
 
 async def _gateway_run(mode: str) -> dict:
@@ -206,6 +222,8 @@ async def _gateway_run(mode: str) -> dict:
         result = await _run_loadgen(mode, addr[1])
         nursery.cancel_scope.cancel()
     result["rate"] = sampler.rate(result["t0"], result["t1"])
+    result["per_cpu"] = sampler.per_cpu_second(result["t0"], result["t1"])
+    result["cpu_share"] = sampler.cpu_share(result["t0"], result["t1"])
     result["stats"] = dict(gw.stats)
     return result
 
@@ -243,6 +261,7 @@ async def _bare_udp_run(mode: str) -> dict:
         nursery.cancel_scope.cancel()
     sock.close()
     result["rate"] = sampler.rate(result["t0"], result["t1"])
+    result["per_cpu"] = sampler.per_cpu_second(result["t0"], result["t1"])
     return result
 
 
@@ -264,6 +283,18 @@ def run() -> list[dict]:
          "baseline": round(base1["p99_ms"], 2), "ratio": round(gw1["p99_ms"] / base1["p99_ms"], 2)
          if base1["p99_ms"] else None, "target": "reported", "passed": gw1["acked"] > 0},
     ]
+    figures.append(
+        # The same run read per CPU second of the gateway process: what one uncontended core
+        # would carry (the benchmark machine is shared, so wall-clock rates vary run to run).
+        {"name": "mqttsn_qos0_per_cpu_second", "value": round(gw0["per_cpu"]), "unit": "publishes/cpu-s",
+         "baseline": round(base0["per_cpu"]), "ratio": round(gw0["per_cpu"] / base0["per_cpu"], 3)
+         if base0["per_cpu"] else None, "target": ">= 30000", "passed": gw0["per_cpu"] >= 30_000})
+    figures.append(
+        {"name": "mqttsn_qos1_per_cpu_second", "value": round(gw1["per_cpu"]), "unit": "acked publishes/cpu-s",
+         "baseline": round(base1["per_cpu"]), "ratio": round(gw1["per_cpu"] / base1["per_cpu"], 3)
+         if base1["per_cpu"] else None, "target": ">= 10000", "passed": gw1["per_cpu"] >= 10_000})
+    print(f"# mqttsn qos0: gateway process had {gw0['cpu_share']:.0%} of a core during the load window",
+          file=sys.stderr)
     print(f"# mqttsn qos0: offered {gw0['sent'] / (gw0['t1'] - gw0['t0']):.0f}/s, gateway stats {gw0['stats']}",
           file=sys.stderr)
     print(f"# mqttsn qos1: p50 {gw1['p50_ms']:.2f} ms, congestion {gw1['congestion']}, resent {gw1['resent']}",
