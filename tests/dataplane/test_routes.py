@@ -1,0 +1,72 @@
+"""Route matching, the decision cache, sequence numbers of routed readings, the privacy check."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from sitegate.config.schema import Route
+from sitegate.dataplane.privacy import PrivacyGuard
+from sitegate.dataplane.routes import RouteTable, compile_route
+from sitegate.dataplane.stage import runs
+from sitegate.model import Batch, PointInfo
+from sitegate.testing import running_site, wait_for
+from tests.dataplane.dp_helpers import FIXTURES
+
+
+def _route(i, frm, to=("out",), priority="normal", tags=()):
+    return compile_route(i, Route(from_=list(frm), to=list(to), priority=priority, tags=list(tags)))
+
+
+def test_globs_match_device_slash_point_and_tags_must_all_be_declared():
+    infos = {("plc.a", "temp"): PointInfo("temp", tags=("hall", "fast")), ("plc.a", "rpm"): PointInfo("rpm")}
+    table = RouteTable([_route(0, ["plc.*/temp"]), _route(1, ["*/*"], tags=["hall", "fast"]),
+                        _route(2, ["other/*"])], lambda d, p: infos.get((d, p)))
+    decision = table.decide(Batch("plc.a", ["temp", "rpm"], [1, 2], [0, 0], seq=10))
+    assert [(r.index, idx) for r, idx in decision] == [(0, [0]), (1, [0])]
+    assert table.decide(Batch("x", ["y"], [1], [0])) == []
+
+
+def test_decisions_are_cached_per_shape_until_invalidated():
+    infos: dict = {}
+    table = RouteTable([_route(0, ["*/*"], tags=["t"])], lambda d, p: infos.get((d, p)))
+    b = Batch("d", ["p"], [1], [0])
+    assert table.decide(b) == []
+    infos[("d", "p")] = PointInfo("p", tags=("t",))
+    assert table.decide(b) == []            # cached
+    table.invalidate()
+    assert len(table.decide(b)) == 1
+
+
+def test_untouched_subsets_keep_their_sequence_numbers_in_contiguous_runs():
+    b = Batch("d", list("abcdef"), list(range(6)), [0.0] * 6, seq=100)
+    parts = runs(b, [0, 1, 3, 5])
+    assert [(p.seq, list(p.points)) for p in parts] == [(100, ["a", "b"]), (103, ["d"]), (105, ["f"])]
+
+
+def test_privacy_keeps_restricted_raw_points_but_lets_aggregates_out():
+    infos = {("d", "hr"): PointInfo("hr", restricted=True)}
+    guard = PrivacyGuard(["*/room*"], False, lambda d, p: infos.get((d, p)))
+    b = Batch("d", ["hr", "temp", "hr.avg", "room", "room.max", "x"], [1, 2, 3, 4, 5, 6], [0] * 6, seq=7)
+    parts = guard.filter(b)
+    assert [(p.seq, list(p.points)) for p in parts] == [(8, ["temp", "hr.avg"]), (11, ["room.max", "x"])]
+    assert guard.withheld == 2
+
+
+async def test_sequence_numbers_continue_after_a_restart(tmp_path):
+    site = f"""
+        site: t
+        entries:
+          - {{id: src, domain: acklog, config: {{ack_path: {tmp_path}/ack, limit: 5}}}}
+          - {{id: out, domain: filesink, config: {{path: {tmp_path}/out}}}}
+        routes:
+          - {{from: ["src.*/*"], to: [out]}}
+        durability: power-loss
+        """
+    for _ in range(2):
+        async with running_site(tmp_path, site, plugin_dirs=[FIXTURES]) as host:
+            plane = host.services["dataplane"]
+            await wait_for(lambda: host.entry("src").counters["readings_out"] == 20, 5, what="5 rounds")
+            sync = await plane.wal.call(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+            assert sync == 2          # FULL for durability: power-loss
+    conn = sqlite3.connect(tmp_path / ".sitegate" / "site.sqlite")
+    assert dict(conn.execute("SELECT device, next_seq FROM wal_sequences")) == {"src.d0": 20, "src.d1": 20}
