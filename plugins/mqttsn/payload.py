@@ -265,6 +265,8 @@ class _Compiled:
         try:
             raw = self._layout.unpack(payload)
         except struct.error:
+            i = self._ts_index
+            names = names if i is None else names[:i] + names[i + 1:]
             return list(names), [None] * len(names), now, [_BAD] * len(names)
         values = [r * s + o if (s != 1.0 or o != 0.0) else r for r, (s, o) in zip(raw, self._scale)]
         ts = now
