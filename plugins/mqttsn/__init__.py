@@ -110,7 +110,9 @@ async def adapter_command(entry, command: Command) -> CommandResult:
         return CommandResult("ack", detail + " (retained for later subscribers)") if retain else \
             CommandResult("nack", detail)
     if len(outcome) < expected:
-        with trio.move_on_after(command.timeout):
+        # A little under the command's timeout, so the answer says why rather than the
+        # core's generic "no answer" (the core cancels at exactly command.timeout).
+        with trio.move_on_after(command.timeout * 0.9):
             await finished.wait()
     failed = sorted(cid for cid, ok in outcome.items() if not ok)
     if failed:
