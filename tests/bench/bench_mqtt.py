@@ -203,7 +203,7 @@ entries:
         - filter: "factory/#"
           topic: "factory/{{zone}}/{{device}}/data"
           format: json
-          points: {{temp: temp, hum: hum}}
+          values: {{temp: temp, hum: hum}}
           timestamp: ts
 """
 

@@ -20,7 +20,7 @@ subscribe:
     topic: "factory/{zone}/{device}/data"
     device: "{zone}.{device}"
     format: json
-    points: {temp: "m.temp", hum: "m.hum"}
+    values: {temp: "m.temp", hum: "m.hum"}
     timestamp: ts
 """
 
@@ -43,17 +43,17 @@ async def test_json_payload_mapped_with_names_from_topic_levels(mosquitto, tmp_p
         ("local.hall2.oven1", "hum", 5, 1700000001.0), ("local.hall2.oven1", "temp", 180.0, 1700000001.0)]
 
 
-async def test_text_and_binary_payloads_over_mqtt_311(mosquitto, tmp_path):
+async def test_number_and_struct_payloads_over_mqtt_311(mosquitto, tmp_path):
     broker = mosquitto()
     extra = """
 protocol: "3.1.1"
 subscribe:
-  - {filter: "sensors/+/+", topic: "sensors/{device}/{point}", format: text}
+  - {filter: "sensors/+/+", topic: "sensors/{device}/{point}", format: number}
   - filter: "raw/+"
-    topic: "raw/{device}"
-    format: binary
+    device: "{1}"
+    format: struct
     byte_order: little
-    layout: [{name: temp, type: int16, scale: 0.1}, {name: state, type: uint8}]
+    fields: [{name: temp, type: int16, scale: 0.1}, {name: state, type: uint8}]
 """
     async with running_site(tmp_path, site_with(mqtt_entry("local", broker, extra=extra))) as host:
         rec = Recorder(host)
