@@ -8,11 +8,15 @@ Adds the small types site files need: durations such as ``500ms`` or ``1m``.
 
 from __future__ import annotations
 
+import collections.abc
 import re
+import typing
 from typing import Any, Callable, TypeVar
 
 import attrs
 import cattrs
+from cattrs.cols import list_structure_factory, mapping_structure_factory
+from cattrs.gen import make_dict_structure_fn
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 
 from .errors import ConfigError, Issue
@@ -77,7 +81,76 @@ def make_converter() -> cattrs.Converter:
     return conv
 
 
+def describe(value: Any) -> str:
+    """A value as a message names it: `nothing`, `text 'x'`, `list [1, 2]`, `mapping {...}`."""
+    if value is None:
+        return "nothing"
+    kind = {str: "text", bool: "boolean", int: "integer", float: "number", list: "list",
+            dict: "mapping"}.get(type(value), type(value).__name__)
+    shown = repr(value)
+    return f"{kind} {shown if len(shown) <= 60 else shown[:57] + '...'}"
+
+
+_LISTS = {list, typing.List, collections.abc.Sequence, collections.abc.MutableSequence}
+_MAPPINGS = {dict, typing.Dict, collections.abc.Mapping, collections.abc.MutableMapping}
+
+
+def _add_shape_checks(conv: cattrs.Converter) -> None:
+    """Refuse values of the wrong shape in words an integrator understands.
+
+    Left alone, cattrs turns the text "press/*" into ['p', 'r', ...] and reports a
+    list where a mapping belongs as an AttributeError; these say "expected a list,
+    got text 'press/*'". Literal types name their choices.
+    """
+
+    def is_list(kind: Any) -> bool:
+        return typing.get_origin(kind) in _LISTS or kind in _LISTS
+
+    def is_mapping(kind: Any) -> bool:
+        return typing.get_origin(kind) in _MAPPINGS or kind in _MAPPINGS
+
+    def list_hook(kind: Any):
+        base = list_structure_factory(kind, conv)
+
+        def structure(value: Any, t: Any) -> Any:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"expected a list, got {describe(value)}")
+            return base(value, t)
+        return structure
+
+    def mapping_hook(kind: Any):
+        base = mapping_structure_factory(kind, conv)
+
+        def structure(value: Any, t: Any) -> Any:
+            if not isinstance(value, dict):
+                raise ValueError(f"expected a mapping, got {describe(value)}")
+            return base(value, t)
+        return structure
+
+    def attrs_hook(cls: type):
+        base = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True,
+                                      _cattrs_detailed_validation=True)
+
+        def structure(value: Any, t: Any) -> Any:
+            if not isinstance(value, dict):
+                raise ValueError(f"expected a mapping, got {describe(value)}")
+            return base(value, t)
+        return structure
+
+    def literal(value: Any, kind: Any) -> Any:
+        choices = typing.get_args(kind)
+        if value in choices and type(value) in {type(c) for c in choices}:
+            return value
+        raise ValueError(f"expected one of {', '.join(map(str, choices))}, got {value!r}")
+
+    conv.register_structure_hook_factory(is_list, list_hook)
+    conv.register_structure_hook_factory(is_mapping, mapping_hook)
+    conv.register_structure_hook_factory(attrs.has, attrs_hook)
+    conv.register_structure_hook_func(lambda t: typing.get_origin(t) is typing.Literal, literal)
+
+
 converter = make_converter()
+_add_shape_checks(converter)
 
 
 def _issue_from(exc: BaseException, path: str, file: str | None,

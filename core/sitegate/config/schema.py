@@ -43,13 +43,6 @@ def _check_id(_, attribute, value):
         raise ValueError(f"expected an id of letters, digits, '_', '.', '-' (no '/' or spaces), got {value!r}")
 
 
-def _structure_literal(value: Any, kind: Any) -> Any:
-    choices = typing.get_args(kind)
-    if value in choices and type(value) in {type(c) for c in choices}:
-        return value
-    raise ValueError(f"expected one of {', '.join(map(str, choices))}, got {value!r}")
-
-
 def _structure_id(value: Any, _: Any) -> str:
     if isinstance(value, bool) or value is None:
         # `id: off` or `id: no` is the YAML 1.1 boolean, not the text.
@@ -59,7 +52,6 @@ def _structure_id(value: Any, _: Any) -> str:
     return value
 
 
-converter.register_structure_hook_func(lambda t: typing.get_origin(t) is Literal, _structure_literal)
 converter.register_structure_hook(EntryId, _structure_id)
 
 
