@@ -71,9 +71,11 @@ class Counter:
             try:
                 d = v - prev
             except TypeError:
-                if prev is None and v.__class__ in (int, float):
+                if prev is None and v.__class__ in (int, float) and v == v:
                     last[p] = v          # the first reading is the baseline: no delta yet
                 continue
+            if d != d:
+                continue                 # NaN: not a count; keep the baseline
             if d < 0:
                 if modulus is not None and d + modulus <= max_delta:
                     d += modulus

@@ -122,6 +122,8 @@ class Threshold:
             try:
                 if st[LEVEL] == 0 and st[ANNOUNCED] == 0 and lo <= v <= hi:
                     continue
+                if v != v:
+                    continue              # NaN compares false everywhere: it would read as "normal"
                 new = self.level(v, st[LEVEL])
             except TypeError:
                 continue

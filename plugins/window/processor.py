@@ -87,8 +87,11 @@ class Window:
 
     def _open(self, states: dict[str, list[Any]], p: str, v: Any, t: float, q: int) -> None:
         try:
+            nan = v != v
             v + 0
         except TypeError:
+            nan = True
+        if nan:
             self.skipped += 1
             return
         every = self.every
@@ -140,6 +143,9 @@ class Window:
             try:
                 s = st[3] + v
             except TypeError:
+                self.skipped += 1
+                continue
+            if s != s:                  # NaN (or inf - inf) would poison sum and avg: skip it
                 self.skipped += 1
                 continue
             st[3] = s

@@ -121,3 +121,9 @@ def test_deltas_add_up_to_the_true_increase_across_any_number_of_wraps(modulus, 
         observed.append(total % modulus)
     assert sum(v for _, v in deltas(c, observed)) == total - start
     assert c.resets == 0 and events == []
+
+
+def test_nan_is_not_a_count_and_keeps_the_baseline():
+    nan = float("nan")
+    c, _ = make()
+    assert deltas(c, [nan, 10, nan, 15]) == [(3, 5)]

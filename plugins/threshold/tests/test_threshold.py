@@ -118,3 +118,9 @@ def test_loads_as_an_integration_and_emits_through_the_context():
     proc = ptype.create(params, ProcessorContext("s", "r", events.append, lambda: 0.0))
     proc.process(Batch("sensors.n1", ["temp"], [50.0], [0]))
     assert [(e.kind, e.severity, e.data["level"]) for e in events] == [("alert", Severity.CRITICAL, "critical")]
+
+
+def test_nan_does_not_clear_an_alarm():
+    proc, events = make(above=Levels(critical=50))
+    feed(proc, [(0, 60.0), (1, float("nan")), (2, 61.0)])
+    assert levels(events) == [(0, "critical", 60.0)]

@@ -158,3 +158,11 @@ def test_aggregates_match_a_brute_force_grouping(every, readings):
         want += [("p.count", len(vs), end, 0), ("p.sum", sum(vs), end, 0), ("p.min", min(vs), end, 0),
                  ("p.max", max(vs), end, 0), ("p.first", vs[0], end, 0), ("p.last", vs[-1], end, 0)]
     assert got == want
+
+
+def test_nan_readings_are_skipped_not_aggregated():
+    nan = float("nan")
+    w = Window(WindowParams(every=10, keep=["avg", "min", "count"], grace=0))
+    feed(w, "m", "p", [(0, nan), (1, 2.0), (2, nan), (3, 4.0)])
+    assert rows(w.flush(10)) == [("m", "p.avg", 3.0, 10, 0), ("m", "p.min", 2.0, 10, 0), ("m", "p.count", 2, 10, 0)]
+    assert w.skipped == 2
