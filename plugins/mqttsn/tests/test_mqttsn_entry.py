@@ -64,6 +64,14 @@ async def test_site_entry_publishes_readings_and_sends_commands(tmp_path, third_
             assert pub.data == b"1"
             await cl.send(c.Puback(pub.topic_id, pub.msg_id))
         assert result[0].status == "ack", result[0]
+        # A sleeping node: the command times out saying so, and the message stays buffered.
+        await cl.send(c.Disconnect(600))
+        await cl.expect(c.Disconnect)
+        later = await host.command("sensors", Command("sensors.valve", "write", "open", 0, timeout=0.5))
+        assert later.status == "timeout" and "stays buffered" in later.detail, later
+        await cl.send(c.Pingreq("valve"))
+        pub = await cl.expect(c.Publish)
+        assert pub.data == b"0"
         missing = await host.command("sensors", Command("sensors.nobody", "write", "x", 1, timeout=1))
         assert missing.status == "nack" and "no client is subscribed" in missing.detail
         assert host.entry("sensors").integration.hook("entry_diagnostics")(entry=host.entry("sensors"))[
