@@ -127,7 +127,7 @@ class MqttConfig:
 
     host: str = "127.0.0.1"
     port: int | None = None                   # 1883, or 8883 with tls
-    protocol: Literal["3.1.1", "5"] = "5"
+    protocol: str = "5"                       # "5" or "3.1.1" (5 written as a number is fine)
     client_id: str | None = None              # default sitegate-<site>-<entry>; fixed, so sessions persist
     username: str | None = None
     password: str | None = None               # write it as !secret in the site file

@@ -132,3 +132,10 @@ def test_defaults_persistent_only_when_subscribing():
     assert MqttConfig(subscribe=[Subscription(filter="a/#")]).persistent
     assert PublishConfig().topic_template == "{site}/{device}"
     assert PublishConfig(mode="point").topic_template == "{site}/{device}/{point}"
+
+
+def test_protocol_written_either_way():
+    assert _config({"protocol": 5}).protocol == "5"
+    assert _config({"protocol": "3.1.1"}).protocol == "3.1.1"
+    with pytest.raises((ConfigError, ValueError), match="3.1.1"):
+        _config({"protocol": 3.1})
