@@ -81,8 +81,11 @@ class SiteHost:
                 pass
 
     def _load_integrations(self, domains: set[str]) -> dict[str, Integration | PluginLoadError]:
-        out: dict[str, Integration | PluginLoadError] = {}
-        order = self.loader.plan(domains)   # ConfigError on cycles / missing deps: refuse before starting
+        # The signed registry refuses a plugin with a reason (failed check); say that, not "unknown domain".
+        refused = getattr(self.source, "refused", None) or {}
+        out: dict[str, Integration | PluginLoadError] = {
+            d: PluginLoadError(d, f"refused by the signed registry: {refused[d]}") for d in domains if d in refused}
+        order = self.loader.plan([d for d in domains if d not in refused])   # cycles / missing deps: refuse now
         for domain in order:
             try:
                 out[domain] = self.loader.load_one(domain)
@@ -154,12 +157,12 @@ class SiteHost:
             failure = (EntryState.SETUP_ERROR, str(integration or f"integration {spec.domain!r} is not loaded"))
         else:
             try:
-                config = integration.structure_config(spec.config, spec.version, path=f"entries[{index}].config",
-                                                      file=str(self.loaded.path))
+                config = integration.structure_config(spec.config, spec.version, path=f"entries[{index}].config")
             except MigrationError as exc:
                 failure = (EntryState.MIGRATION_ERROR, str(exc))
             except ConfigError as exc:
-                failure = (EntryState.SETUP_ERROR, "invalid config: " + "; ".join(str(i) for i in exc.issues))
+                place = getattr(self.loaded, "place", lambda i: i)   # file and line, also inside includes
+                failure = (EntryState.SETUP_ERROR, "invalid config: " + "; ".join(str(place(i)) for i in exc.issues))
         ctx = EntryContext(self, spec, integration if isinstance(integration, Integration) else _Missing(spec.domain), config)
         runner = EntryRunner(ctx, backoff=[float(d) for d in runtime.retry_backoff], jitter=runtime.retry_jitter,
                              unload_timeout=float(runtime.unload_timeout))

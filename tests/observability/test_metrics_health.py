@@ -57,6 +57,8 @@ async def test_readyz_names_the_entry_that_is_not_ready(tmp_path):
         doc = json.loads(body)
         assert status == 503 and doc["entries"] == {"ok": "loaded", "broken": "setup_error"}
         assert any("broken is setup_error" in p and "devices: expected at least 1" in p for p in doc["problems"])
+        # The reason carries the file and line of the bad value, as `sitegate check` prints it.
+        assert any("site.yaml:" in p and "entries[1].config" in p for p in doc["problems"]), doc["problems"]
 
 
 async def test_retrying_entry_counts_as_ready(tmp_path):
