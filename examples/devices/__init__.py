@@ -1,0 +1,5 @@
+"""Simulated field devices: MQTT-SN sensor nodes with A/B banks that check updates themselves.
+
+node.py is one node, fleet.py runs many in one trio process (also as
+`python -m examples.devices`), wire.py is the node's own copy of the MQTT-SN bits.
+"""

@@ -1,0 +1,236 @@
+"""The reference update handler for MQTT-SN sensor nodes: its own UDP socket, its own few messages.
+
+Stage sends the signed envelope, then the payload in chunks (stop-and-wait per
+device, many devices at once) from the offset the node reports, so an
+interrupted transfer resumes; config updates send only the delta from the
+reported config. Every request is retransmitted until the node answers or the
+deadline passes (DeviceUnreachable).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any, Callable, Mapping
+
+import nacl.signing
+import trio
+
+from sitegate.updates import DeviceUnreachable, UpdateArtifact, UpdateFailed, UpdateRefused, verify_update
+from sitegate.updates.artifact import canonical
+
+from .golden import config_delta
+from .wire import (RC_ACCEPTED, T_CHUNK, T_CMD, T_CONFIG, T_HELLO, T_OFFER, T_REPLY, Connack, Connect, Disconnect,
+                   Puback, Publish, WireError, chunk_data, decode, encode)
+
+
+class MqttsnUpdateHandler:
+    """Implements sitegate.plugins.UpdateHandler for nodes that speak the update topics in wire.py."""
+
+    def __init__(self, trusted: Mapping[str, nacl.signing.VerifyKey], *, host: str = "127.0.0.1", port: int = 0,
+                 chunk_size: int = 1024, retry: float = 0.5, request_timeout: float = 10.0,
+                 emit: Callable[..., None] | None = None, golden: Mapping[str, Any] | None = None):
+        self.trusted = dict(trusted)
+        self.host, self.port = host, port
+        self.chunk_size = chunk_size
+        self.retry = retry                       # resend an unanswered request after this long
+        self.request_timeout = request_timeout   # give up on a device after this long without an answer
+        self.emit = emit or (lambda *a, **k: None)
+        self.golden = dict(golden) if golden is not None else None
+        self.devices: dict[str, dict] = {}       # device -> last status it reported (HELLO)
+        self._addr: dict[str, tuple] = {}
+        self._by_addr: dict[tuple, str] = {}
+        self._seen: dict[str, trio.Event] = {}
+        self._pending: dict[tuple[str, int], list] = {}   # (device, msg id) -> [event, answer]
+        self._msg_id: dict[str, int] = {}
+        self._staged_kind: dict[str, str] = {}
+        self._sock: trio.socket.SocketType | None = None
+        self.counters = {"datagrams_out": 0, "datagrams_in": 0, "retransmits": 0, "bytes_staged": 0}
+
+    # --- the socket -----------------------------------------------------------------
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        sock = self._sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4 << 20)
+        await sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        task_status.started(self.port)
+        try:
+            while True:
+                data, addr = await sock.recvfrom(70000)
+                self.counters["datagrams_in"] += 1
+                try:
+                    msg = decode(data)
+                except WireError:
+                    continue   # garbage from the field is not our problem to crash on
+                await self._on_message(msg, addr)
+        finally:
+            sock.close()
+
+    async def _send(self, addr: tuple, msg) -> None:
+        self.counters["datagrams_out"] += 1
+        try:
+            await self._sock.sendto(encode(msg), addr)
+        except OSError:
+            pass  # an unreachable node shows up as a timeout, with its retries
+
+    async def _on_message(self, msg, addr: tuple) -> None:
+        if isinstance(msg, Connect):
+            self._learn(msg.client_id, addr)
+            await self._send(addr, Connack())
+            return
+        device = self._by_addr.get(addr)
+        if device is None:
+            return
+        if isinstance(msg, Publish):
+            if msg.topic == T_HELLO:
+                self._on_hello(device, msg.data)
+            elif msg.topic == T_REPLY:
+                self._answer(device, msg.msg_id, msg.data)
+        elif isinstance(msg, Puback):
+            self._answer(device, msg.msg_id, msg.rc)
+        elif isinstance(msg, Disconnect):
+            self.devices.get(device, {})["online"] = False
+
+    def _learn(self, device: str, addr: tuple) -> None:
+        old = self._addr.get(device)
+        if old is not None and old != addr:
+            self._by_addr.pop(old, None)
+        self._addr[device], self._by_addr[addr] = addr, device
+
+    def _on_hello(self, device: str, data: bytes) -> None:
+        try:
+            status = json.loads(data)
+        except ValueError:
+            return
+        first = device not in self.devices
+        status["online"], status["last_seen"] = True, time.time()
+        self.devices[device] = status
+        self._seen.setdefault(device, trio.Event()).set()
+        if self.golden is not None:
+            delta = config_delta(status.get("config") or {}, self.golden)
+            if delta:
+                self.emit("config.drift", device=device, message=f"{device}: config differs from golden in "
+                          f"{', '.join(sorted(delta))}", delta=delta)
+        if first:
+            self.emit("update.device_seen", device=device, hardware_id=status.get("hw"), version=status.get("version"))
+
+    def _answer(self, device: str, msg_id: int, answer: Any) -> None:
+        slot = self._pending.get((device, msg_id))
+        if slot is not None and not slot[0].is_set():
+            slot[1] = answer
+            slot[0].set()
+
+    # --- requests -------------------------------------------------------------------
+    async def wait_for_device(self, device: str, timeout: float) -> dict:
+        with trio.move_on_after(timeout):
+            await self._seen.setdefault(device, trio.Event()).wait()
+            return self.devices[device]
+        raise DeviceUnreachable(f"{device}: not heard from within {timeout:g} s (never connected or offline)")
+
+    async def _request(self, device: str, topic: int, data: bytes, timeout: float | None = None) -> Any:
+        await self.wait_for_device(device, timeout or self.request_timeout)
+        msg_id = self._msg_id[device] = self._msg_id.get(device, 0) % 0xFFFF + 1
+        slot = self._pending[(device, msg_id)] = [trio.Event(), None]
+        deadline = trio.current_time() + (timeout or self.request_timeout)
+        msg = Publish(topic, msg_id, data)
+        try:
+            first = True
+            while True:
+                if not first:
+                    self.counters["retransmits"] += 1
+                first = False
+                await self._send(self._addr[device], msg)   # the address may change when a node reboots
+                with trio.move_on_at(min(deadline, trio.current_time() + self.retry)):
+                    await slot[0].wait()
+                    return slot[1]
+                if trio.current_time() >= deadline:
+                    raise DeviceUnreachable(f"{device}: no answer to topic 0x{topic:04x} within "
+                                            f"{timeout or self.request_timeout:g} s")
+        finally:
+            del self._pending[(device, msg_id)]
+
+    async def _json_request(self, device: str, topic: int, body: Any, timeout: float | None = None) -> dict:
+        raw = await self._request(device, topic, canonical(body), timeout)
+        try:
+            answer = json.loads(raw)
+        except (TypeError, ValueError):
+            raise UpdateFailed(f"{device}: answered {raw!r}, expected JSON") from None
+        if answer.get("status") == "refused":
+            raise UpdateRefused(answer.get("check", "?"), f"{device} refused: {answer.get('detail', '')}")
+        if answer.get("status") == "error":
+            raise UpdateFailed(f"{device}: {answer.get('detail', 'error')}")
+        return answer
+
+    # --- the UpdateHandler contract ---------------------------------------------------
+    def inventory(self) -> dict[str, dict]:
+        """Devices heard from, with what they reported: hw (hardware id), version, counter, config, ..."""
+        return {d: {"hardware_id": s.get("hw"), **s} for d, s in self.devices.items()}
+
+    async def stage(self, device: str, artifact: UpdateArtifact,
+                    progress: Callable[[int, int], None] | None = None) -> None:
+        status = await self.wait_for_device(device, self.request_timeout)
+        m = artifact.manifest
+        running = status.get("sha256" if m.kind == "firmware" else "config_sha256")
+        prefix = "" if m.kind == "firmware" else "config_"
+        # The gateway's own checks come first: a refused artifact never costs the radio link a byte.
+        verify_update(artifact, self.trusted, hardware_id=status.get("hw"),
+                      current_counter=None if running == m.hashes["sha256"] else status.get(f"{prefix}counter"),
+                      current_version=status.get(f"{prefix}version" if prefix else "version"))
+        self._staged_kind[device] = m.kind
+        answer = await self._json_request(device, T_OFFER, dict(artifact.envelope))
+        if answer["status"] in ("installed", "trial"):
+            return
+        offset = int(answer.get("offset", 0))
+        if m.kind == "config":
+            desired = json.loads(artifact.payload)
+            await self._json_request(device, T_CONFIG, {"delta": config_delta(status.get("config") or {}, desired)})
+            return
+        await self._send_chunks(device, artifact, offset, progress)
+
+    async def _send_chunks(self, device: str, artifact: UpdateArtifact, offset: int,
+                           progress: Callable[[int, int], None] | None) -> None:
+        payload, size = artifact.payload, self.chunk_size
+        total = len(payload)
+        resumes = 0
+        while offset < total:
+            data = payload[offset:offset + size]
+            rc = await self._request(device, T_CHUNK, chunk_data(offset, data))
+            if rc == RC_ACCEPTED:
+                offset += len(data)
+                self.counters["bytes_staged"] += len(data)
+                if progress is not None:
+                    progress(offset, total)
+                continue
+            # The node lost track (rebooted, flash behind): ask where it is and go on from there.
+            resumes += 1
+            if resumes > 3 + math.ceil(total / size):
+                raise UpdateFailed(f"{device}: keeps refusing chunks (last at offset {offset})")
+            answer = await self._json_request(device, T_OFFER, dict(artifact.envelope))
+            if answer["status"] in ("installed", "trial"):
+                return
+            offset = int(answer.get("offset", 0))
+
+    async def activate(self, device: str) -> None:
+        kind = self._staged_kind.get(device, "firmware")
+        answer = await self._json_request(device, T_CMD, {"op": "activate", "kind": kind})
+        if answer.get("status") != "activated":
+            raise UpdateFailed(f"{device}: activate answered {answer}")
+
+    async def health_check(self, device: str, deadline: float) -> bool:
+        """True if the node runs the new bank on trial and its self-test passes; asked until `deadline` (time.time)."""
+        kind = self._staged_kind.get(device, "firmware")
+        timeout = max(0.1, deadline - time.time())
+        answer = await self._json_request(device, T_CMD, {"op": "health", "kind": kind}, timeout)
+        return bool(answer.get("healthy"))
+
+    async def commit(self, device: str) -> None:
+        kind = self._staged_kind.get(device, "firmware")
+        await self._json_request(device, T_CMD, {"op": "commit", "kind": kind})
+
+    async def rollback(self, device: str) -> None:
+        kind = self._staged_kind.get(device, "firmware")
+        await self._json_request(device, T_CMD, {"op": "rollback", "kind": kind})
+
+    async def report(self, device: str) -> dict:
+        return await self._json_request(device, T_CMD, {"op": "report"})
