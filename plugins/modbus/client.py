@@ -107,6 +107,7 @@ class ModbusClient:
         self._last_rx = 0.0
         self._dirty = False          # RTU: bytes of an abandoned answer may still arrive
         self._payloads: dict[tuple[int, int, int], bytes] = {}
+        self._unpackers: dict[int, Callable[..., tuple[int, ...]]] = {}
         self.counters: Counter[str] = Counter()
 
     # --- connection --------------------------------------------------------------
@@ -145,8 +146,9 @@ class ModbusClient:
         return ModbusConnectionError(f"connection to {self.name} lost: {why}")
 
     # --- one transaction ------------------------------------------------------------
-    async def request(self, unit: int, payload: bytes, timeout: float | None = None) -> Any:
-        """Send one PDU (function code + data) to `unit`; return the decoded answer PDU.
+    async def request(self, unit: int, payload: bytes, timeout: float | None = None, *, raw: bool = False) -> Any:
+        """Send one PDU (function code + data) to `unit`; return the decoded answer PDU
+        (with `raw`, the answer's PDU bytes: function code first, after the exception check).
 
         Raises ModbusTimeout, ModbusConnectionError, ModbusDecodeError or
         ModbusExceptionResponse. Never leaves a half-read answer behind: TCP answers
@@ -165,7 +167,7 @@ class ModbusClient:
             self.counters["requests"] += 1
             limit = self.timeout if timeout is None else timeout
             with trio.move_on_after(limit):
-                return await self._transact(unit, payload)
+                return await self._transact(unit, payload, raw)
             self.counters["timeouts"] += 1
             if self.drop_on_timeout:
                 self.counters["dropped_after_timeout"] += 1
@@ -176,7 +178,7 @@ class ModbusClient:
         finally:
             lock.release()
 
-    async def _transact(self, unit: int, payload: bytes) -> Any:
+    async def _transact(self, unit: int, payload: bytes, raw: bool = False) -> Any:
         stream = self._stream
         if self._rtu:
             await self._rtu_quiet()
@@ -220,6 +222,9 @@ class ModbusClient:
         if pdu_bytes[0] != fc:
             self.counters["malformed"] += 1
             raise ModbusDecodeError(f"answer from unit {unit} has function {pdu_bytes[0]}, expected {fc}")
+        if raw:
+            self.counters["answers"] += 1
+            return pdu_bytes
         pdu = self._decode(pdu_bytes)
         if pdu is None:
             self.counters["malformed"] += 1
@@ -273,18 +278,24 @@ class ModbusClient:
     async def read(self, unit: int, table: Table, address: int, count: int,
                    timeout: float | None = None) -> Sequence[int] | Sequence[bool]:
         """`count` registers (ints) or bits (bools) of `table` from `address`."""
-        pdu = await self.request(unit, self._read_payload(table, address, count), timeout)
         if table.is_bits:
+            pdu = await self.request(unit, self._read_payload(table, address, count), timeout)
             bits = pdu.bits
             if len(bits) < count:
                 self.counters["malformed"] += 1
                 raise ModbusDecodeError(f"short answer from unit {unit}: {len(bits)} bits for a read of {count}")
             return bits[:count]
-        regs = pdu.registers
-        if len(regs) != count:
+        # A register answer is a byte count and big-endian words: one struct call unpacks them all
+        # (pymodbus's response class unpacks word by word: 11 us for 10 registers, ~100 us for 125).
+        data = await self.request(unit, self._read_payload(table, address, count), timeout, raw=True)
+        if len(data) < 2 or data[1] != 2 * count or len(data) != 2 + 2 * count:
             self.counters["malformed"] += 1
-            raise ModbusDecodeError(f"short answer from unit {unit}: {len(regs)} registers for a read of {count}")
-        return regs
+            got = (len(data) - 2) // 2 if len(data) >= 2 else 0
+            raise ModbusDecodeError(f"short answer from unit {unit}: {got} registers for a read of {count}")
+        unpack = self._unpackers.get(count)
+        if unpack is None:
+            unpack = self._unpackers[count] = struct.Struct(f">{count}H").unpack_from
+        return unpack(data, 2)
 
     async def write_registers(self, unit: int, address: int, values: Sequence[int], *,
                               single: bool | None = None, timeout: float | None = None) -> None:
