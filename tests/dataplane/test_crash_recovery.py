@@ -77,5 +77,7 @@ def test_sigkill_during_ingestion_loses_no_acknowledged_reading(tmp_path):
 
 
 @pytest.mark.soak
-def test_sigkill_soak(tmp_path):
+def test_sigkill_soak(tmp_path, request):
+    if "soak" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("soak run (60 kills): select it with -m soak")
     _kill_loop(tmp_path, rounds=60)
