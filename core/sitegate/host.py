@@ -201,6 +201,15 @@ class SiteHost:
             raise KeyError(entry_id)
         await runner.unload()
 
+    async def upgrade_plugin(self, domain: str, spec: str = "", **kw):
+        """Upgrade `domain` live with automatic rollback (see upgrade.py)."""
+        from .upgrade import upgrade_plugin
+        return await upgrade_plugin(self, domain, spec, **kw)
+
+    async def rollback_plugin(self, domain: str, **kw):
+        from .upgrade import rollback_plugin
+        return await rollback_plugin(self, domain, **kw)
+
     async def shutdown(self) -> bool:
         """Unload every entry (reverse start order) within the shutdown timeout. True if all unloaded cleanly."""
         timeout = float(self.loaded.site.runtime.shutdown_timeout)
