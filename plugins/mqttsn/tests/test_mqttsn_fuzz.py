@@ -13,7 +13,7 @@ import trio
 from plugins.mqttsn import codec as c
 from plugins.mqttsn.codec import TopicIdType
 
-from conftest import Listener, until
+from mqttsn_helpers import Listener, until
 
 TOTAL = 100_000
 CHUNK = 400

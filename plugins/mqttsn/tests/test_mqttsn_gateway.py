@@ -12,7 +12,7 @@ from plugins.mqttsn import codec as c
 from plugins.mqttsn.codec import ReturnCode, TopicIdType
 from plugins.mqttsn.payload import StructField, TopicRule
 
-from conftest import Listener, until
+from mqttsn_helpers import Listener, until
 
 
 async def test_connect_register_and_publish_at_every_qos(harness, third_party):
