@@ -64,12 +64,6 @@ class LoginLimiter:
             return 0.0
         return q[0] + self.window - self.clock()
 
-    def forgive(self, addr: str) -> None:
-        """Take back the newest failure (the login it was provisionally counted for succeeded)."""
-        q = self.failures.get(addr)
-        if q:
-            q.pop()
-
     def failed(self, addr: str) -> None:
         self._recent(addr).append(self.clock())
         if len(self.failures) > 10_000:     # many addresses: forget the quiet ones
@@ -92,6 +86,7 @@ class ApiServer:
         self.settings = settings
         self.tokens = tokens or TokenStore(host.state_dir)
         self.limiter = LoginLimiter(settings.auth_failures, float(settings.auth_window))
+        self._login_locks: dict[str, trio.Lock] = {}
         self.revoke_poll = revoke_poll
         self.connections: dict[int, Connection] = {}
         self.readings = ReadingsHub(host)
@@ -187,6 +182,8 @@ class ApiServer:
             close = [1000, ""]
             try:
                 await self._session(ws, remote, close)
+            except ConnectionClosed:
+                pass          # the client went away; nothing to answer
             finally:
                 with trio.move_on_after(0.5) as cs:
                     cs.shield = True
@@ -203,30 +200,37 @@ class ApiServer:
         except ValueError:
             data = None
         why = ""
-        token = None
+        token: TokenInfo | None = None
         if not isinstance(data, dict) or data.get("type") != "auth" or not isinstance(data.get("access_token"), str):
             why = "expected {\"type\": \"auth\", \"access_token\": \"...\"}" if msg is not None else "no auth in time"
         else:
-            wait = self.limiter.blocked_for(remote)
-            if wait > 0:
-                self.counters["auth_refused"] += 1
-                self.limiter.refused += 1
-                why = f"too many failed logins from {remote}; try again in {wait:.0f} s"
-            else:
-                # Counted as failed before the (threaded) check, so concurrent guesses cannot all
-                # slip past the limit while the first ones are being checked.
-                self.limiter.failed(remote)
-                token = await trio.to_thread.run_sync(self.tokens.check, data["access_token"])
-                if token is None:
-                    self.counters["auth_failed"] += 1
-                    why = "invalid or revoked access token"
-                else:
-                    self.limiter.forgive(remote)
+                token, why = await self._check_token(remote, data["access_token"])
         if token is None:
             await ws.send_message(_dumps({"type": "auth_invalid", "message": why}))
             close[:] = [1008, why]
             return None
         return token
+
+    async def _check_token(self, remote: str, token: str) -> tuple[TokenInfo | None, str]:
+        # Logins from one address are checked one at a time, so concurrent guesses cannot slip
+        # past the limit while earlier ones are still being checked (and valid ones just queue).
+        lock = self._login_locks.setdefault(remote, trio.Lock())
+        try:
+            async with lock:
+                wait = self.limiter.blocked_for(remote)
+                if wait > 0:
+                    self.counters["auth_refused"] += 1
+                    self.limiter.refused += 1
+                    return None, f"too many failed logins from {remote}; try again in {wait:.0f} s"
+                info = await trio.to_thread.run_sync(self.tokens.check, token)
+                if info is None:
+                    self.limiter.failed(remote)
+                    self.counters["auth_failed"] += 1
+                    return None, "invalid or revoked access token"
+                return info, ""
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._login_locks.pop(remote, None)
 
     async def _session(self, ws, remote: str, close: list) -> None:
         token = await self._authenticate(ws, remote, close)

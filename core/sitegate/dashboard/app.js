@@ -135,7 +135,7 @@ function sparkline(values) {
   svg.setAttribute("preserveAspectRatio", "none");
   if (values.length > 1) {
     const lo = Math.min(...values), hi = Math.max(...values), span = hi - lo || 1;
-    const pts = values.map((v, i) => `${(i / (TREND - 1) * 120).toFixed(1)},${(22 - (v - lo) / span * 20).toFixed(1)}`);
+    const pts = values.map((v, i) => `${(i / (values.length - 1) * 120).toFixed(1)},${(22 - (v - lo) / span * 20).toFixed(1)}`);
     const line = document.createElementNS(ns, "polyline");
     line.setAttribute("points", pts.join(" "));
     svg.append(line);
