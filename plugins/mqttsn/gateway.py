@@ -202,7 +202,8 @@ class Gateway:
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Bind, then receive, deliver and keep timers until cancelled."""
         cfg = self.config
-        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        family = trio.socket.AF_INET6 if ":" in cfg.host else trio.socket.AF_INET
+        sock = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
         try:
             await sock.bind((cfg.host, cfg.port))
             # Receiving drains the socket with plain non-blocking calls after one wait, so a
