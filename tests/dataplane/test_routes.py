@@ -70,3 +70,23 @@ async def test_sequence_numbers_continue_after_a_restart(tmp_path):
             assert sync == 2          # FULL for durability: power-loss
     conn = sqlite3.connect(tmp_path / ".sitegate" / "site.sqlite")
     assert dict(conn.execute("SELECT device, next_seq FROM wal_sequences")) == {"src.d0": 20, "src.d1": 20}
+
+
+async def test_sink_status_shows_the_backlog_of_a_sink_that_is_down(tmp_path):
+    (tmp_path / "down").touch()
+    site = f"""
+        site: t
+        entries:
+          - {{id: src, domain: acklog, config: {{ack_path: {tmp_path}/ack, limit: 10}}}}
+          - {{id: out, domain: filesink, config: {{path: {tmp_path}/out, down_flag: {tmp_path}/down}}}}
+        routes:
+          - {{from: ["src.*/*"], to: [out], priority: critical}}
+        storage: {{retry_initial: 10ms, retry_max: 20ms}}
+        """
+    async with running_site(tmp_path, site, plugin_dirs=[FIXTURES]) as host:
+        plane = host.services["dataplane"]
+        await wait_for(lambda: plane.sink_status().get("out", {}).get("backlog") == 20, 5, what="backlog of 20")
+        await wait_for(lambda: plane.sink_status()["out"]["state"] == "offline", 5, what="offline after retries")
+        (tmp_path / "down").unlink()
+        await wait_for(lambda: plane.sink_status()["out"]["backlog"] == 0, 5, what="backlog drained")
+        assert plane.sink_status()["out"]["delivered"] == 40

@@ -248,6 +248,15 @@ class DataPlane:
         """Every drop recorded in the file (all runs), by "<priority>/<reason>"."""
         return await self.wal.call(read_drops)
 
+    def sink_status(self) -> dict[str, dict[str, Any]]:
+        """Per attached sink: its state, a cursor that moves as it delivers, and its backlog in records."""
+        last = self.wal.last_ids
+        return {k: {"state": d.state, "cursor": sum(d.cursors),
+                    "backlog": sum(max(0, last[p] - d.cursors[p]) for p in range(3)),
+                    "delivered": d.delivered_readings, "duplicates": 0, "dead_letters": d.dead_letters,
+                    "withheld": d.withheld, "last_error": d.last_error}
+                for k, d in self.deliveries.items()}
+
     def describe(self) -> dict[str, Any]:
         live = self.wal.live
         return {"wal": str(self.wal.path), "synchronous": self.wal.synchronous,
@@ -255,7 +264,8 @@ class DataPlane:
                            for i, p in enumerate(("critical", "normal", "low"))},
                 "committed_readings": self.wal.committed_readings, "unrouted": self.table.unrouted,
                 "drops": dict(self.drops), "privacy_withheld": self.privacy.withheld,
-                "sinks": {k: d.describe() for k, d in self.deliveries.items()}}
+                "sinks": {k: {**d.describe(), "backlog": self.sink_status()[k]["backlog"]}
+                          for k, d in self.deliveries.items()}}
 
 
 async def start_dataplane(host: "SiteHost", nursery: trio.Nursery) -> DataPlane:

@@ -172,6 +172,7 @@ class WriteAheadLog:
         self.next_seq: dict[str, int] = {}
         # Records, readings and bytes stored per priority; kept by the writer thread only.
         self.live: list[list[int]] = [[0, 0, 0], [0, 0, 0], [0, 0, 0]]
+        self.last_ids = [0, 0, 0]           # newest committed record id per priority (for backlogs)
 
     # --- lifecycle ---------------------------------------------------------------
     def open(self) -> None:
@@ -182,6 +183,8 @@ class WriteAheadLog:
         for prio, count, readings, size in self._conn.execute(
                 "SELECT prio, count(*), sum(n), sum(size) FROM wal_records GROUP BY prio"):
             self.live[prio] = [count, readings or 0, (size or 0) + count * ROW_OVERHEAD]
+        for prio, last in self._conn.execute("SELECT prio, max(id) FROM wal_records GROUP BY prio"):
+            self.last_ids[prio] = last
 
     def start(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
@@ -313,10 +316,15 @@ class WriteAheadLog:
         conn.execute("COMMIT")
         return prio_counts, sum(prio_counts)
 
-    @staticmethod
-    def _insert(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    def _insert(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
         conn.executemany("INSERT INTO wal_records(prio, device, seq, n, targets, created, size, body) "
                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        # One writer holds the lock, so the rows got consecutive ids ending at the last one.
+        last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+        first = last - len(rows) + 1
+        ids = self.last_ids
+        for j, r in enumerate(rows):
+            ids[r[0]] = first + j
 
     def _report(self, ops: list[_Op], prio_counts: list[int], readings: int, after: Any) -> None:
         def on_trio() -> None:
