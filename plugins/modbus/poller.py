@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import struct
 import time
 from collections import Counter, deque
 from typing import Any, Awaitable, Callable, Sequence
@@ -23,7 +24,9 @@ from .client import (
     ModbusClient, ModbusConnectionError, ModbusError, ModbusExceptionResponse, ModbusTimeout,
 )
 from .config import DeviceConfig
-from .registermap import DataType, ReadRequest, Table, decode, encode, group_by_interval, plan_reads, set_bit
+from .registermap import (
+    DataType, ReadRequest, Table, decode, decoder, encode, group_by_interval, plan_reads, set_bit,
+)
 from .transport import Endpoint, open_stream
 
 
@@ -65,6 +68,8 @@ class DeviceRuntime:
                                   max_bits=cfg.max_bits, gaps=cfg.gaps))
             for interval, points in group_by_interval(cfg.points, cfg.poll).items()
         ]
+        self.decoders = {req: [(p.name, decoder(p), off) for p, off in req.points]
+                         for _, reqs in self.groups for req in reqs}
         self.online: bool | None = None       # None until the first poll
         self.failures = 0                     # consecutive polls without any answer
         self.last_error = ""
@@ -184,14 +189,14 @@ class LinkPoller:
                 continue
             answered = True
             ts = self.clock()
-            for point, off in req.points:
+            for name, fn, off in dev.decoders[req]:
                 try:
-                    value = decode(point, words[off:off + point.width])
+                    value = fn(words, off)
                     q = Quality.GOOD
-                except (ValueError, IndexError, UnicodeDecodeError):
+                except (ValueError, IndexError, UnicodeDecodeError, struct.error):
                     value, q = None, Quality.BAD_DECODE
                     dev.counters["decode_errors"] += 1
-                names.append(point.name)
+                names.append(name)
                 values.append(value)
                 stamps.append(ts)
                 quality.append(q)

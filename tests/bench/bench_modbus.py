@@ -13,6 +13,7 @@ process and p99 lateness of the polls against their deadlines.
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import statistics
 import time
@@ -89,7 +90,8 @@ def bench_polls(port: int) -> dict:
             "rounds": ROUNDS, "round_seconds": ROUND_SECONDS,
             "round_ratio_p25_p75": [round(x, 3) for x in statistics.quantiles([a / b for (a, _), (b, _) in zip(ours, theirs)], n=4)[::2]],
             "client_cpu_us_per_read_ours": round(statistics.median(c for _, c in ours)),
-            "client_cpu_us_per_read_pymodbus": round(statistics.median(c for _, c in theirs))}
+            "client_cpu_us_per_read_pymodbus": round(statistics.median(c for _, c in theirs)),
+            "loadavg_1m_after": round(os.getloadavg()[0], 2)}
 
 
 def _fleet_device() -> DeviceConfig:
@@ -149,7 +151,8 @@ def run() -> list[dict]:
          "ratio": None, "target": "p99<=20ms", "passed": fleet["p99_ms"] <= 20 and fleet_ok,
          "cpu_percent_of_one_core": round(fleet["cpu"], 1), "p50_ms": round(fleet["p50_ms"], 2),
          "max_ms": round(fleet["max_ms"], 2), "polls": fleet["polls"],
-         "readings_per_s": round(fleet["readings_per_s"]), "faults": fleet["faults"]},
+         "readings_per_s": round(fleet["readings_per_s"]), "faults": fleet["faults"],
+         "loadavg_1m_after": round(os.getloadavg()[0], 2)},
         {"name": "modbus_fleet_cpu", "value": round(fleet["cpu"], 1), "unit": "%_of_one_core", "baseline": None,
          "ratio": None, "target": "report", "passed": fleet_ok},
     ]
