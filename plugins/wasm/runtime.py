@@ -237,8 +237,10 @@ class Sandbox:
             except (TypeError, ValueError, OverflowError):
                 raise ModuleFailure("init", f"config.{key}: expected {'an integer' if kind[0] == 'i' else 'a number'}"
                                     f" for {self.where}, got {value!r}") from None
+        # A module that declares config globals declares all its settings; one that declares none
+        # reads the JSON copy in init (and must have init to get any config at all).
         unknown = [k for k in config if f"config.{k}" not in ex]
-        if unknown and "init" not in ex:
+        if unknown and (declared or "init" not in ex):
             raise ModuleFailure("init", f"config: {self.where} has no setting {', '.join(map(repr, unknown))} "
                                 f"(it declares: {', '.join(declared) or 'none'})")
         if "init" in ex:
