@@ -26,7 +26,7 @@ from .privacy import PrivacyGuard
 from .retention import Retention, read_drops
 from .routes import RouteTable, compile_route
 from .stage import RouteStage
-from .wal import CRITICAL, LOW, NORMAL, WriteAheadLog
+from .wal import CRITICAL, LOW, NORMAL, WalClosed, WriteAheadLog
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..host import SiteHost
@@ -53,6 +53,7 @@ class DataPlane:
         self.draining = False
         self._routes_key: Any = None
         self._nursery: trio.Nursery | None = None
+        self._scope = trio.CancelScope()
         self.table = RouteTable([], host.devices.point)
         self.stage = RouteStage(self.table, self.wal, host.pipeline, self.emit)
         self.drops: dict[str, int] = {}              # "<prio>/<reason>" -> readings dropped, this run
@@ -91,11 +92,31 @@ class DataPlane:
         self.host.services["dataplane"] = self
         for sink_id, sink in list(self.host.sinks.items()):
             self._attach(sink_id, sink)
-        nursery.start_soon(self._flush_loop, name="dataplane:flush")
-        nursery.start_soon(self._retention_loop, name="dataplane:retention")
+        nursery.start_soon(self._background, name="dataplane:background")
+
+    async def _background(self) -> None:
+        # Flush and retention live under the plane's own scope, so closing the plane stops them
+        # before the WAL closes; a failure is logged and retried, never allowed to end the site.
+        with self._scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._guarded, self._flush_loop, "processor flush")
+                nursery.start_soon(self._guarded, self._retention_loop, "retention")
+
+    async def _guarded(self, loop, what: str) -> None:
+        while True:
+            try:
+                await loop()
+            except WalClosed:
+                return
+            except Exception as exc:  # noqa: BLE001
+                log.exception("data plane %s failed; restarting it in 1 s", what)
+                self.emit(Event("dataplane.error", "core", severity=Severity.CRITICAL,
+                                message=f"{what} failed: {type(exc).__name__}: {exc}", data={"task": what}))
+                await trio.sleep(1.0)
 
     async def aclose(self) -> None:
-        """Stop delivery, store what processors still hold, commit, close the file."""
+        """Stop delivery and background work, commit what is queued, close the file."""
+        self._scope.cancel()
         for d in list(self.deliveries.values()):
             d.scope.cancel()
         self.deliveries.clear()
