@@ -18,7 +18,8 @@ DEVICES = 50
 POINTS = 10                 # readings per device batch (one MQTT message in batch mode)
 UPLINK_MESSAGES = 20_000    # -> 200k readings
 BATCHES_PER_DELIVERY = 500  # what one data-plane deliver() call hands over
-INGEST_MESSAGES = 20_000
+INGEST_MESSAGES = 10_000
+ROUNDS = 3
 
 
 def _batches(n_messages: int):
@@ -102,7 +103,7 @@ def bench_uplink(broker) -> dict:
     encoder = MqttSink(None, "bench", "uplink", PublishConfig())   # type: ignore[arg-type]
     messages = encoder.encode(batches)
     base, ours = [], []
-    for _ in range(3):
+    for _ in range(ROUNDS):
         base.append(baseline_publisher(broker, messages))
         ours.append(sink_run(broker, batches))
     baseline = readings / min(base)
@@ -183,6 +184,11 @@ def baseline_subscriber(broker, n: int, topic_of, payload_of) -> float:
     return elapsed
 
 
+def _closed_port() -> int:
+    from sitegate.testing.mosquitto import free_port
+    return free_port()
+
+
 def ingest_run(broker, tmp: Path, n: int, topic_of, payload_of) -> float:
     """Seconds for a site with an mqtt adapter entry to ingest n queued messages (ack after commit)."""
     from sitegate.testing.harness import running_site, wait_for
@@ -205,15 +211,26 @@ entries:
           format: json
           values: {{temp: temp, hum: hum}}
           timestamp: ts
+  # A sink that is never reachable: every reading is committed to the WAL (what "ack after
+  # commit" waits for) and stays there, without delivery work blurring the ingest figure.
+  - id: parked
+    domain: mqtt
+    config: {{host: 127.0.0.1, port: {_closed_port()}, status: null, connect_timeout: 0.1, reconnect_min: 5, reconnect_max: 30}}
+routes:
+  - {{from: ["ingest.*/*"], to: [parked]}}
 """
 
     async def main() -> float:
         async with running_site(tmp, site) as host:
             t0 = time.perf_counter()
             await wait_for(lambda: host.pipeline.readings_in >= 2 * n, 120, what="all readings", poll=0.01)
-            ingest = host.entry("ingest").data["ingest"]
+            await wait_for(lambda: host.entry("ingest").data["ingest"].counters["messages"] >= n, 60,
+                           what="all acknowledged", poll=0.01)
             elapsed = time.perf_counter() - t0
-            assert ingest.counters["malformed"] == 0
+            ingest = host.entry("ingest").data["ingest"]
+            assert ingest.counters["malformed"] == 0, ingest.describe()
+            stored = host.services["dataplane"].stage.readings_stored
+            assert stored >= 2 * n, f"only {stored} readings reached the WAL"
             return elapsed
 
     return trio.run(main)
@@ -230,12 +247,15 @@ def bench_ingest(broker, tmp: Path) -> dict:
     def payload_of(k: int) -> bytes:
         return json.dumps({"temp": 20 + k % 10, "hum": 40.5, "ts": 1_700_000_000 + k}).encode()
 
-    base = baseline_subscriber(broker, n, topic_of, payload_of)
-    (tmp / "site").mkdir(exist_ok=True)
-    ours = ingest_run(broker, tmp / "site", n, topic_of, payload_of)
+    # Alternate and keep the best of each: the machine is shared, the ratio is what matters.
+    base, ours = [], []
+    for i in range(ROUNDS):
+        base.append(baseline_subscriber(broker, n, topic_of, payload_of))
+        (tmp / f"site{i}").mkdir(exist_ok=True)
+        ours.append(ingest_run(broker, tmp / f"site{i}", n, topic_of, payload_of))
     readings = 2 * n
-    baseline = readings / base
-    value = readings / ours
+    baseline = readings / min(base)
+    value = readings / min(ours)
     ratio = value / baseline
     return {"name": "mqtt_ingest", "value": value, "unit": "readings/s", "baseline": baseline,
             "ratio": ratio, "target": "ratio >= 0.5", "passed": ratio >= 0.5}
@@ -247,9 +267,7 @@ def run() -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         broker = Mosquitto(Path(tmp) / "broker", options={"max_inflight_messages": 1000}).start()
         try:
-            up = bench_uplink(broker)
-            print(up, flush=True)
-            return [up, bench_ingest(broker, Path(tmp))]
+            return [bench_uplink(broker), bench_ingest(broker, Path(tmp))]
         finally:
             broker.kill()
 
