@@ -130,15 +130,17 @@ class Session:
 class _Pending:
     """A client publish waiting for `deliver`."""
 
-    __slots__ = ("batch", "qos", "session", "peer", "topic_id", "msg_id")
+    __slots__ = ("batch", "qos", "session", "peer", "topic_id", "msg_id", "forward")
 
-    def __init__(self, batch, qos, session, peer, topic_id, msg_id):
+    def __init__(self, batch, qos, session, peer, topic_id, msg_id, forward=None):
         self.batch = batch
         self.qos = qos
         self.session = session
         self.peer = peer
         self.topic_id = topic_id
         self.msg_id = msg_id
+        # (topic, payload, qos, retain) for subscribed clients, once the pipeline has it
+        self.forward = forward
 
 
 _PUBACK_OK = struct.Struct(">BBHHB")
@@ -289,7 +291,8 @@ class Gateway:
                 if self._admit(session, now):
                     f = data[2]
                     topic_id, msg_id = _HH.unpack_from(data, 3)
-                    self._publish_in((f >> 5) & 1, f & 0x03, topic_id, msg_id, data[7:], peer, session)
+                    self._publish_in((f >> 5) & 1, f & 0x03, topic_id, msg_id, data[7:], peer, session,
+                                     f & 0x10 != 0)
                 return
         try:
             msg = c.decode(data)
@@ -637,10 +640,10 @@ class Gateway:
         if session is None or (session.state is not State.ACTIVE and session.state is not State.AWAKE):
             self._connected(session, peer)
             return
-        self._publish_in(msg.qos, msg.topic_id_type, msg.topic_id, msg.msg_id, msg.data, peer, session)
+        self._publish_in(msg.qos, msg.topic_id_type, msg.topic_id, msg.msg_id, msg.data, peer, session, msg.retain)
 
     def _publish_in(self, qos: int, tid_type: int, topic_id: int, msg_id: int, data: bytes, peer: Peer,
-                    session: Session) -> None:
+                    session: Session, retain: bool) -> None:
         """A QoS 0/1/2 publish from a connected client: map it and queue it for delivery."""
         stats = self.stats
         if tid_type == 1:      # predefined
@@ -668,10 +671,14 @@ class Gateway:
         elif qos == 1 and msg_id in session.qos1_pending:
             stats["duplicates"] += 1     # the PUBACK follows when the first copy is delivered
             return
+        # Other clients subscribed to the topic get it too (device to device), and so do
+        # later subscribers of a retained topic.
+        forward = (topic, data, qos, retain) if (self._n_subs or retain) else None
         batch = self.mapper.map(topic, data, session.client_id, self._now_wall)
         if batch is None:
             stats["unmapped_dropped"] += 1
             self._ack(session, peer, qos, topic_id, msg_id)
+            self._forward(forward)
             return
         if len(self._pending) >= self._max_pending:
             self._refuse(peer, qos, topic_id, msg_id)
@@ -680,7 +687,14 @@ class Gateway:
             session.qos2_in[msg_id] = False
         elif qos == 1:
             session.qos1_pending.add(msg_id)
-        self._pending.append(_Pending(batch, qos, session, peer, topic_id, msg_id))
+        self._pending.append(_Pending(batch, qos, session, peer, topic_id, msg_id, forward))
+
+    def _forward(self, forward: tuple[str, bytes, int, bool] | None) -> None:
+        if forward is None:
+            return
+        topic, data, qos, retain = forward
+        if self._valid_topic(topic):      # a short topic name may hold wildcard characters
+            self.send_to_topic(topic, data, max(qos, 0), retain=retain)
 
     def _on_publish_anonymous(self, msg: c.Publish, peer: Peer, session: Session | None, now: float) -> None:
         cfg = self.config
@@ -703,12 +717,14 @@ class Gateway:
         stats["qos_minus1_in"] += 1
         client = session.client_id if session is not None else f"{peer[0][0]}:{peer[0][1]}"
         batch = self.mapper.map(topic, msg.data, client, self._now_wall)
+        forward = (topic, msg.data, 0, msg.retain) if (self._n_subs or msg.retain) else None
         if batch is None:
             stats["unmapped_dropped"] += 1
+            self._forward(forward)
         elif len(self._pending) >= cfg.max_pending:
             stats["dropped_qos0"] += 1
         else:
-            self._pending.append(_Pending(batch, -1, None, None, 0, 0))
+            self._pending.append(_Pending(batch, -1, None, None, 0, 0, forward))
 
     def _ack(self, s: Session | None, peer: Peer, qos: int, topic_id: int, msg_id: int) -> None:
         if qos == 1:
@@ -753,6 +769,8 @@ class Gateway:
                 stats["readings_delivered"] += sum(len(b) for b in batches)
             for it in items:
                 s = it.session
+                if ok and it.forward is not None:
+                    self._forward(it.forward)
                 if it.qos <= 0:
                     if not ok:
                         stats["dropped_qos0"] += 1

@@ -339,3 +339,23 @@ async def test_long_payload_uses_the_three_octet_length_form(harness, third_part
     text = "x" * 400                                   # > 255 octets: 0x01 + 2-octet length
     await node.do("send_publish", "chatty/log", text.encode(), 1)
     assert rec.rows() == [("chatty", "chatty/log", text)]
+
+
+async def test_a_node_publish_reaches_subscribed_nodes_after_the_pipeline(harness, third_party):
+    gw, rec = await harness.gateway()
+    lamp = third_party(gw.address[1], "lamp")
+    await lamp.do("send_connect")
+    inbox = Listener()
+    await lamp.do("send_subscribe", "hall/switch", 0, inbox)
+    switch = third_party(gw.address[1], "switch")
+    await switch.do("send_connect")
+    await switch.do("send_publish", "hall/switch", b"1", 1, True)    # retained
+    await lamp.poll_until(inbox, 1)
+    assert inbox.messages[0].payload == b"1"
+    assert rec.rows() == [("switch", "hall/switch", 1)]
+    late = third_party(gw.address[1], "late")
+    await late.do("send_connect")
+    late_inbox = Listener()
+    await late.do("send_subscribe", "hall/+", 0, late_inbox)           # gets the retained value
+    await late.poll_until(late_inbox, 1)
+    assert (late_inbox.messages[0].topic_name, late_inbox.messages[0].payload) == ("hall/switch", b"1")
