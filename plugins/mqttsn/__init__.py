@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from sitegate.hookspecs import hookimpl
-from sitegate.model import Command, CommandResult, DeviceInfo, Severity
+from sitegate.model import Command, CommandResult, DeviceInfo, PointInfo, Severity
 
 from .config import GatewayConfig
 from .gateway import Gateway
@@ -30,21 +30,36 @@ async def setup_entry(entry) -> None:
 
     cfg: GatewayConfig = entry.config
     pipeline = entry.host.pipeline
-    declared: set[str] = set()
+    # Devices and the points seen from them, declared to the site as they appear (bounded
+    # like the sessions: a flood of client ids cannot grow the device directory for ever).
+    points_seen: dict[str, dict[str, PointInfo]] = {}
+
+    def declare(device: str, name: str, new_points: dict[str, PointInfo]) -> None:
+        if device not in points_seen and len(points_seen) >= 4 * cfg.max_sessions:
+            return
+        known = points_seen.setdefault(device, {})
+        known.update(new_points)
+        entry.declare_device(DeviceInfo(device, entry.id, name=name, model="MQTT-SN node",
+                                        points=tuple(known.values())))
 
     async def deliver(batches) -> bool:
         # Saturated pipeline: the gateway answers QoS 1/2 with "rejected: congestion".
         if pipeline.saturated():
             return False
+        for b in batches:
+            known = points_seen.get(b.device)
+            if known is None or any(p not in known for p in b.points):
+                new = {p: PointInfo(p, datatype=_datatype(v)) for p, v in zip(b.points, b.values)
+                       if known is None or p not in known}
+                declare(b.device, b.device[len(entry.id) + 1:], new)
         await entry.publish_many(batches)
         return True
 
     def on_event(kind: str, **data: Any) -> None:
         client = data.get("client")
         device = entry.device_name(client) if client else None
-        if kind == "client.connected" and device not in declared and len(declared) < cfg.max_sessions:
-            declared.add(device)
-            entry.declare_device(DeviceInfo(device, entry.id, name=client, model="MQTT-SN node"))
+        if kind == "client.connected" and device not in points_seen:
+            declare(device, client, {})
         if kind == "client.lost":
             entry.emit("mqttsn.client_lost", device=device, severity=Severity.WARNING,
                        message=f"MQTT-SN client {client!r} stopped answering (keep-alive or sleep timer ran out)")
@@ -56,6 +71,16 @@ async def setup_entry(entry) -> None:
         await entry.start(gw.serve, name=f"{entry.id}:gateway")
     except OSError as exc:
         raise EntryNotReady(f"cannot listen on udp {cfg.host}:{cfg.port}: {exc}") from exc
+
+
+def _datatype(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    return "str"
 
 
 def _payload(value: Any) -> bytes:

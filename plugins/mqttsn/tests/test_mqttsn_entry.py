@@ -46,7 +46,8 @@ async def test_site_entry_publishes_readings_and_sends_commands(tmp_path, third_
         await node.do("send_publish_predefined", 1, b"71.5", 1)   # PUBACK after the pipeline took it
         readings = rec.readings("sensors.press")
         assert [(p, v) for _, p, v, _ in readings] == [("temp", 71.5)]
-        assert host.devices.devices["sensors.press"].model == "MQTT-SN node"
+        press = host.devices.devices["sensors.press"]
+        assert press.model == "MQTT-SN node" and [(p.name, p.datatype) for p in press.points] == [("temp", "float")]
 
         # A write command goes to the node's command topic; ack once the node has it (PUBACK).
         cl = await raw_client(port)
