@@ -118,6 +118,7 @@ class LinkPoller:
         """Poll until cancelled: one task per device and poll interval, plus the reconnector."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reconnector, name=f"{self.endpoint.describe()}:reconnect")
+            await nursery.start(self.client.watch_timeouts)
             start = trio.current_time() + self.phase
             devices = list(self.devices.values())
             for i, dev in enumerate(devices):

@@ -93,6 +93,8 @@ class SocketChannel:
     wait per answer is still a checkpoint, so cancellation and timeouts work.
     """
 
+    abortable = True
+
     def __init__(self, sock: socket.socket):
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -117,9 +119,14 @@ class SocketChannel:
             except BlockingIOError:
                 continue
 
+    def abort(self) -> None:
+        """Close now, waking a task that waits on the socket (it gets ClosedResourceError)."""
+        if self._sock.fileno() >= 0:
+            trio.lowlevel.notify_closing(self._sock)
+            self._sock.close()
+
     async def aclose(self) -> None:
-        trio.lowlevel.notify_closing(self._sock)
-        self._sock.close()
+        self.abort()
         await trio.lowlevel.checkpoint()
 
 

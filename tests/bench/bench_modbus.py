@@ -40,13 +40,16 @@ async def _ours(port: int, seconds: float) -> float:
     ep = Endpoint(Link.TCP, "127.0.0.1", port)
     client = ModbusClient(lambda: open_stream(ep, 3.0), timeout=2.0)
     await client.connect()
-    n = 0
-    c0, t0 = time.process_time(), time.perf_counter()
-    end = t0 + seconds
-    while time.perf_counter() < end:
-        regs = await client.read(1, Table.HOLDING, 0, 10)
-        n += 1
-    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.watch_timeouts)     # as the poller runs it
+        n = 0
+        c0, t0 = time.process_time(), time.perf_counter()
+        end = t0 + seconds
+        while time.perf_counter() < end:
+            regs = await client.read(1, Table.HOLDING, 0, 10)
+            n += 1
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        nursery.cancel_scope.cancel()
     await client.close()
     assert list(regs) == list(range(10)), regs
     return n / elapsed, cpu / n * 1e6

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from plugins.modbus.client import ModbusConnectionError
+from plugins.modbus.client import ModbusConnectionError, ModbusTimeout
 from plugins.modbus.config import DeviceConfig
 from plugins.modbus.poller import LinkPoller
 from plugins.modbus.registermap import Table
@@ -139,6 +139,27 @@ async def test_short_answers_are_bad_decode_not_crashes(modbus_server):
     await server.command("short off")
     batch = await p.poll_once(dev, dev.groups[0][1])
     assert batch.values == [0x1234FFFE] and batch.quality is None   # registers 0 and 1
+    await p.aclose()
+
+
+async def test_timeouts_enforced_by_the_watchdog_task_close_the_connection(modbus_server):
+    server = await modbus_server()
+    p = poller(endpoint(server, Link.TCP), [("dev", device([{"name": "a", "address": 0}]))], Collect(), timeout=0.1)
+    await p.connect()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(p.client.watch_timeouts)
+        assert list(await p.client.read(1, Table.HOLDING, 0, 1)) == [0x1234]
+        await server.command("delay 0.5")
+        t0 = trio.current_time()
+        with pytest.raises(ModbusTimeout, match="no answer from unit 1 within 0.1 s"):
+            await p.client.read(1, Table.HOLDING, 0, 1)
+        assert 0.1 <= trio.current_time() - t0 < 0.4
+        assert not p.client.connected and p.client.counters["timeouts"] == 1
+        assert p.client.counters["connection_lost"] == 0      # a timeout, not counted as a drop
+        await server.command("delay 0")
+        await p.client.connect()
+        assert list(await p.client.read(1, Table.HOLDING, 65, 1)) == [650]
+        nursery.cancel_scope.cancel()
     await p.aclose()
 
 
