@@ -148,7 +148,7 @@ _HH = struct.Struct(">HH")
 
 COUNTERS = (
     "datagrams_in", "malformed", "oversize", "rate_limited", "unknown_client", "rejected_clients",
-    "sessions_full", "publishes_in", "qos_minus1_in", "readings_delivered", "congestion", "dropped_qos0",
+    "sessions_full", "publishes_in", "qos_minus1_in", "publishes_delivered", "congestion", "dropped_qos0",
     "invalid_topic", "duplicates", "buffer_dropped", "sent", "send_dropped", "retransmissions",
     "delivery_failures", "clients_lost", "wills_published", "unmapped_dropped", "unexpected",
 )
@@ -766,7 +766,7 @@ class Gateway:
             batches = _merge([it.batch for it in items])
             ok = await self._deliver(batches)
             if ok:
-                stats["readings_delivered"] += sum(len(b) for b in batches)
+                stats["publishes_delivered"] += n
             for it in items:
                 s = it.session
                 if ok and it.forward is not None:
