@@ -34,7 +34,7 @@ class DeadbandParams:
 
     def __attrs_post_init__(self):
         if self.abs is None and self.percent is None:
-            raise ValueError("deadband: give abs, percent or both (abs: 0 reports every change)")
+            raise ValueError("give abs, percent or both (abs: 0 reports every change)")
 
 
 class Deadband:

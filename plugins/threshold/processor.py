@@ -51,7 +51,7 @@ class ThresholdParams:
     def __attrs_post_init__(self):
         a, b = self.above, self.below
         if a is None and b is None:
-            raise ValueError("threshold: give above, below or both")
+            raise ValueError("give above, below or both")
         if a and a.warning is not None and a.critical is not None and not a.warning < a.critical:
             raise ValueError(f"above: warning ({a.warning}) must be lower than critical ({a.critical})")
         if b and b.warning is not None and b.critical is not None and not b.warning > b.critical:
