@@ -47,6 +47,23 @@ def offsets(n: int) -> dict[str, int]:
             "out_points": 8 + 40 * n, "out_quality": 8 + 44 * n, "events": 8 + 48 * n}
 
 
+_F64: dict[int, struct.Struct] = {}
+
+
+def f64_bytes(values: Sequence[Any]) -> bytes:
+    """Values as little-endian f64 bytes (struct.pack beats array('d', list) about 2x on 1,000 floats)."""
+    n = len(values)
+    packer = _F64.get(n)
+    if packer is None:
+        if len(_F64) > 256:
+            _F64.clear()        # many distinct batch sizes: keep the cache small
+        packer = _F64[n] = struct.Struct(f"<{n}d")
+    try:
+        return packer.pack(*values)
+    except struct.error:
+        return float_column(values).tobytes()
+
+
 def float_column(values: Sequence[Any]) -> array:
     """Values as f64. Anything that is not a number (None, text) goes in as NaN: modules see numbers only."""
     try:

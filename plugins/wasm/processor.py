@@ -145,7 +145,7 @@ class WasmProcessor:
         ids = self.ids.column(batch.device, batch.points)
         if ids is None:
             return self._process_mapped_only(batch)
-        inputs = b"".join((abi.float_column(batch.values).tobytes(), array("d", batch.timestamps).tobytes(), ids,
+        inputs = b"".join((abi.f64_bytes(batch.values), abi.f64_bytes(batch.timestamps), ids,
                            abi.quality_column(batch.quality, n)))
         self.batches += 1
         self.readings_in += n

@@ -44,47 +44,62 @@ class Budgets:
 
 
 class EpochClock:
-    """Advances the engine's epoch every EPOCH_TICK while any call is running.
+    """Advances the engine's epoch every EPOCH_TICK while modules are being called.
 
     A thread, not a trio task: `process` is synchronous on the trio thread, and the
     deadline must fire while that thread is inside wasm (wasmtime releases the GIL there).
-    It blocks on an Event when no call runs, so an idle site pays nothing.
+    `arm` is on the hot path, so it only sets a flag; after a second without calls the
+    thread sleeps on an Event until the next one, so an idle site pays nothing.
     """
+
+    IDLE_AFTER = 1.0
 
     def __init__(self, engine: wasmtime.Engine):
         self.engine = engine
-        self._running = 0
+        self._used = False
+        self._calls = 0         # calls in progress (processors run on the trio thread)
+        self._idle = True
         self._lock = threading.Lock()
-        self._busy = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def arm(self) -> None:
-        with self._lock:
-            self._running += 1
-            self._busy.set()
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
-                self._thread.start()
+        self._used = True
+        self._calls += 1
+        if self._idle:
+            with self._lock:
+                if self._idle:
+                    self._idle = False
+                    self._wake.set()
+                    if self._thread is None:
+                        self._thread = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
+                        self._thread.start()
 
     def disarm(self) -> None:
-        with self._lock:
-            self._running -= 1
-            if self._running <= 0:
-                self._running = 0
-                self._busy.clear()
+        self._calls -= 1    # the clock keeps ticking a while: deadlines are relative to each call's start
 
     def _tick(self) -> None:
         last = time.monotonic()
+        quiet = 0.0
         while True:
-            if not self._busy.is_set():
-                self._busy.wait()
-                last = time.monotonic()
+            if self._idle:
+                self._wake.wait()
+                self._wake.clear()
+                last, quiet = time.monotonic(), 0.0
             time.sleep(EPOCH_TICK)
             now = time.monotonic()
             # A late wake-up (busy machine, GIL) still advances the epoch by the time that passed.
             for _ in range(max(1, int((now - last) / EPOCH_TICK))):
                 self.engine.increment_epoch()
+            quiet = 0.0 if self._used or self._calls > 0 else quiet + (now - last)
+            self._used = False
             last = now
+            if quiet > self.IDLE_AFTER:
+                with self._lock:
+                    self._idle = True
+                if self._used:          # a call armed between the check and going idle: keep ticking
+                    with self._lock:
+                        self._idle = False
 
 
 _engine: wasmtime.Engine | None = None
@@ -201,6 +216,12 @@ class Sandbox:
         self.memory = self.exports["memory"]
         if not isinstance(self.memory, wasmtime.Memory):
             raise ModuleFailure("link", f"{where}: export 'memory' is not a memory")
+        try:    # wasmtime-py's data_ptr costs several µs a call; the raw call is what it wraps
+            from wasmtime import _ffi as ffi
+            self._ctx, self._mref = store._context(), ctypes.byref(self.memory._memory)
+            self._memory_data = ffi.wasmtime_memory_data
+        except (ImportError, AttributeError):
+            self._memory_data = None
         self._alloc = _FastCall(store, self.exports["alloc"], 1)
         self._process = _FastCall(store, self.exports["process"], 2)
         self.capacity = 0
@@ -303,14 +324,19 @@ class Sandbox:
                                 "address inside memory")
         self.frame, self.capacity = ptr, capacity
 
+    def _base(self) -> int:
+        """Address of linear memory now (it moves when memory grows)."""
+        if self._memory_data is not None:
+            return ctypes.cast(self._memory_data(self._ctx, self._mref), ctypes.c_void_p).value
+        return ctypes.addressof(self.memory.data_ptr(self.store).contents)
+
     def run(self, n: int, inputs: bytes) -> tuple[int, int, int]:
         """Write the input columns (24n bytes), call process; returns (out_n, events_n, frame address)."""
         self._ensure_frame(n)
         frame = self.frame
-        base = ctypes.addressof(self.memory.data_ptr(self.store).contents)
+        base = self._base()
         ctypes.memset(base + frame, 0, abi.HEADER)
         ctypes.memmove(base + frame + abi.HEADER, inputs, len(inputs))
-        store = self.store
         fuel = self.budgets.fuel
         self._arm_budgets(fuel)
         try:
@@ -319,11 +345,11 @@ class Sandbox:
             raise self._failure(exc, "process") from None
         finally:
             self.clock.disarm()
-        self.fuel_used = fuel - store.get_fuel()
+        self.fuel_used = fuel - self.store.get_fuel()
         if not 0 <= out_n <= n:
             raise ModuleFailure("garbage", f"process returned {out_n} readings for a batch of {n}"
                                 + (" (the module's own error code)" if out_n < 0 else ""))
-        base = ctypes.addressof(self.memory.data_ptr(self.store).contents)   # memory may have moved
+        base = self._base()
         events_n = ctypes.c_int32.from_address(base + frame).value
         if not 0 <= events_n <= n:
             raise ModuleFailure("garbage", f"events_n is {events_n} for a batch of {n} (0..{n} allowed)")
