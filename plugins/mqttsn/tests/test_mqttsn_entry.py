@@ -87,3 +87,22 @@ def test_bad_config_is_refused_with_its_place():
     with pytest.raises(ConfigError) as err:
         structure({"topics": [{"topic": "a/b", "format": "xml"}]}, GatewayConfig)
     assert "format: expected one of number, text, json, struct, got 'xml'" in str(err.value)
+
+
+async def test_port_in_use_makes_the_entry_retry_saying_why(tmp_path):
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    try:
+        site = f"""
+        site: t
+        entries:
+          - id: sensors
+            domain: mqttsn
+            config: {{host: 127.0.0.1, port: {taken.getsockname()[1]}}}
+        """
+        async with running_site(tmp_path, site) as host:
+            ctx = host.entry("sensors")
+            await wait_for(lambda: ctx.state.label == "setup_retry", what="setup_retry")
+            assert "cannot listen on udp 127.0.0.1" in ctx.reason
+    finally:
+        taken.close()
