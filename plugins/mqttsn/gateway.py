@@ -381,7 +381,7 @@ class Gateway:
 
     def _connected_now(self, s: Session) -> None:
         s.state = State.ACTIVE
-        s.inflight = None        # a reconnect restarts outgoing flows from the buffer
+        _requeue_inflight(s)     # a reconnect restarts outgoing flows from the buffer
         self._send(s.peer, c.Connack(_ACCEPTED))
         self._on_event("client.connected", client=s.client_id)
         self._pump(s)
@@ -446,7 +446,7 @@ class Gateway:
             session.state = State.ASLEEP
             session.sleep = float(msg.duration)
             session.last_seen = now
-            session.inflight = None
+            _requeue_inflight(session)
             self._send(peer, c.Disconnect())
             self._on_event("client.asleep", client=session.client_id, duration=msg.duration)
             return
@@ -465,7 +465,7 @@ class Gateway:
             self._on_event("client.disconnected", client=s.client_id)
         if self.by_peer.get(s.peer) is s:
             del self.by_peer[s.peer]
-        s.inflight = None
+        _requeue_inflight(s)
         s.qos1_pending.clear()
         if s.clean or s.state in (State.WILL_TOPIC, State.WILL_MSG):
             self._n_subs -= len(s.subs)
@@ -986,6 +986,20 @@ class Gateway:
             "pending_delivery": len(self._pending), "retained": len(self.retained),
             "subscriptions": self._n_subs, "counters": dict(self.stats),
         }
+
+
+def _requeue_inflight(s: Session) -> None:
+    """The client went away mid-flow: what it has not acknowledged goes back to the front of
+    its buffer (sent again with a fresh message id when it returns)."""
+    inf = s.inflight
+    s.inflight = None
+    if inf is None:
+        return
+    if inf.kind == "publish":
+        s.outq.appendleft(inf.item)
+    elif inf.kind == "pubrel":
+        _finish(inf.item, True)      # PUBREC came: the client has the message
+    # "register": the message is still at the front of the buffer
 
 
 def _merge(batches: Sequence[Batch]) -> list[Batch]:

@@ -359,3 +359,20 @@ async def test_a_node_publish_reaches_subscribed_nodes_after_the_pipeline(harnes
     await late.do("send_subscribe", "hall/+", 0, late_inbox)           # gets the retained value
     await late.poll_until(late_inbox, 1)
     assert (late_inbox.messages[0].topic_name, late_inbox.messages[0].payload) == ("hall/switch", b"1")
+
+
+async def test_unacknowledged_message_is_kept_when_the_client_falls_asleep(harness, raw_client):
+    gw, _ = await harness.gateway()
+    cl = await raw_client(gw.address[1])
+    await cl.connect("nap")
+    await cl.send(c.Subscribe(1, "nap/cmd", qos=1))
+    await cl.expect(c.Suback)
+    gw.send_to_topic("nap/cmd", b"important", qos=1)
+    first = await cl.expect(c.Publish)
+    await cl.send(c.Disconnect(60))                 # sleeps without the PUBACK
+    await cl.expect(c.Disconnect)
+    await cl.send(c.Pingreq("nap"))
+    again = await cl.expect(c.Publish)
+    assert again.data == first.data == b"important"
+    await cl.send(c.Puback(again.topic_id, again.msg_id))
+    await cl.expect(c.Pingresp)
