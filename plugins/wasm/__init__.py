@@ -16,3 +16,19 @@ from .processor import WasmParams, create
 def processor_types():
     return {"wasm": ProcessorType("wasm", WasmParams, create,
                                   "run a signed WebAssembly module on each batch, under fuel/memory/time budgets")}
+
+
+@hookimpl
+def cli_commands():
+    from sitegate.plugins import CliCommand
+
+    from . import cli
+
+    return {
+        "publish": CliCommand("publish", "sign a module (.wasm or .wat) into a registry as its publisher",
+                              cli.publish_args, cli.publish),
+        "promote": CliCommand("promote", "make a route's shadow module the active one (edits the site file)",
+                              cli.promote_args, cli.promote),
+        "run": CliCommand("run", "try a local module on a few readings (unsigned, at your desk)",
+                          cli.run_args, cli.run),
+    }
