@@ -231,18 +231,38 @@ class Connection:
         delivery = Delivery(0)
         delivery.event = trio.Event()
         pending = self._pending
-        publish = self.client.publish
+        client = self.client
+        publish = client.publish
         n = 0
-        # PUBACKs are matched on this thread only after this loop ends (the drain is scheduled
-        # through run_sync_soon), so registering each mid after publish() cannot miss its ack.
-        for topic, payload in messages:
-            info = publish(topic, payload, qos, retain)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                delivery.fail(f"{self.where}: publish to {topic!r} refused: {mqtt.error_string(info.rc)}")
-                break
-            n += 1
-            if qos:
-                pending[info.mid] = delivery
+        # paho wakes its network thread with one byte on a socket pair per publish() (a syscall
+        # and a thread switch each); in a burst, wake it every 32 messages instead. Guarded:
+        # if a paho release renames the attribute, publishing simply stays as paho does it.
+        wake = getattr(client, "_sockpairW", None)
+        if wake is not None:
+            client._sockpairW = None
+        try:
+            # PUBACKs are matched on this thread only after this loop ends (the drain is scheduled
+            # through run_sync_soon), so registering each mid after publish() cannot miss its ack.
+            for topic, payload in messages:
+                info = publish(topic, payload, qos, retain)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    delivery.fail(f"{self.where}: publish to {topic!r} refused: {mqtt.error_string(info.rc)}")
+                    break
+                n += 1
+                if qos:
+                    pending[info.mid] = delivery
+                if wake is not None and not n & 31:
+                    try:
+                        wake.send(b"0")   # let paho's thread send what is queued while we encode on
+                    except (BlockingIOError, OSError):
+                        pass
+        finally:
+            if wake is not None:
+                client._sockpairW = wake
+                try:
+                    wake.send(b"0")
+                except (BlockingIOError, OSError):
+                    pass
         if qos:
             delivery.remaining += n
         if delivery.remaining == 0:
