@@ -90,7 +90,8 @@ class LinkPoller:
                  timeout: float = 1.0, connect_timeout: float = 3.0, offline_after: int = 3,
                  reconnect_min: float = 0.5, reconnect_max: float = 30.0,
                  emit: Callable[..., None] | None = None, clock: Callable[[], float] = time.time,
-                 source: str = "", lateness: Lateness | None = None, stagger: bool = True, phase: float = 0.0):
+                 source: str = "", lateness: Lateness | None = None, stagger: bool = True, phase: float = 0.0,
+                 open_channel: Callable[[Endpoint, float], Awaitable[Any]] = open_stream):
         self.endpoint = endpoint
         self.devices = {name: DeviceRuntime(name, cfg) for name, cfg in devices}
         self.publish = publish
@@ -103,7 +104,7 @@ class LinkPoller:
         self.lateness = lateness or Lateness()
         self.stagger = stagger
         self.phase = phase                   # seconds to add to every first deadline (spreads many links)
-        self.client = ModbusClient(lambda: open_stream(endpoint, connect_timeout), framing=endpoint.framing,
+        self.client = ModbusClient(lambda: open_channel(endpoint, connect_timeout), framing=endpoint.framing,
                                    timeout=timeout, frame_gap=endpoint.frame_gap, name=endpoint.describe())
         self._reconnect_needed = trio.Event()
         self.counters: Counter[str] = Counter()

@@ -153,7 +153,7 @@ async def test_timeouts_enforced_by_the_watchdog_task_close_the_connection(modbu
         t0 = trio.current_time()
         with pytest.raises(ModbusTimeout, match="no answer from unit 1 within 0.1 s"):
             await p.client.read(1, Table.HOLDING, 0, 1)
-        assert 0.1 <= trio.current_time() - t0 < 0.4
+        assert trio.current_time() - t0 >= 0.1       # not early (and it raised: the answer was not awaited)
         assert not p.client.connected and p.client.counters["timeouts"] == 1
         assert p.client.counters["connection_lost"] == 0      # a timeout, not counted as a drop
         await server.command("delay 0")
@@ -203,9 +203,7 @@ async def test_a_saturated_pipeline_slows_polling_and_missed_deadlines_are_count
         await wait_for(lambda: len(out.batches) >= 4, what="polls after the stall")
         nursery.cancel_scope.cancel()
     dev = p.devices["dev"]
-    assert dev.counters["missed_deadlines"] >= 2
-    # after the stall it is back on the grid, not catching up with back-to-back polls
-    assert out.batches[3].timestamps[0] - out.batches[2].timestamps[0] >= 0.4 * interval
+    assert dev.counters["missed_deadlines"] >= 2      # not made up for with back-to-back polls
     await p.aclose()
 
 
@@ -343,13 +341,68 @@ async def test_polls_follow_fixed_deadlines_without_drift_and_lateness_is_measur
     await p.connect()
     async with trio.open_nursery() as nursery:
         await nursery.start(p.run)
-        await wait_for(lambda: len(out.batches) >= 21, what="21 polls")
+        await wait_for(lambda: len(out.batches) >= 10, what="10 polls")
         nursery.cancel_scope.cancel()
-    stamps = [b.timestamps[0] for b in out.batches[:21]]
-    mean_interval = (stamps[-1] - stamps[0]) / 20
-    assert mean_interval == pytest.approx(0.05, rel=0.1)
-    assert p.lateness.count >= 21 and p.lateness.max >= 0
-    assert "p99_ms" in p.diagnostics()["lateness"]
+    assert p.lateness.count >= 10 and p.lateness.max >= 0
+    assert set(p.diagnostics()["lateness"]) == {"count", "p50_ms", "p99_ms", "max_ms"}
+    await p.aclose()
+
+
+class InstantDevice:
+    """An in-process Modbus TCP device for scheduling tests under trio's virtual clock: it answers
+    every read of holding registers with zeros after `delay` virtual seconds."""
+
+    abortable = False
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+        self.pending = b""
+
+    async def send(self, frame: bytes) -> None:
+        count = int.from_bytes(frame[10:12], "big")
+        pdu = bytes([3, 2 * count]) + bytes(2 * count)
+        self.pending = frame[:4] + (len(pdu) + 1).to_bytes(2, "big") + frame[6:7] + pdu
+
+    async def receive(self) -> bytes:
+        await trio.sleep(self.delay)
+        data, self.pending = self.pending, b""
+        return data
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.12])
+async def test_polls_start_on_a_fixed_grid_of_deadlines(autojump_clock, delay):
+    out = Collect()
+    interval = 0.05
+
+    async def instant(ep, timeout):
+        return InstantDevice(delay)
+
+    p = poller(Endpoint(Link.TCP, "127.0.0.1", 502), [("dev", device([{"name": "a", "address": 0}], poll=interval))],
+               out, clock=trio.current_time, open_channel=instant)
+    await p.connect()
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        await nursery.start(p.run)
+        await wait_for(lambda: len(out.batches) >= 12, timeout=10, what="12 polls")
+        nursery.cancel_scope.cancel()
+    dev = p.devices["dev"]
+    began = [b.timestamps[0] - delay for b in out.batches[:12]]     # each answer came `delay` after its poll began
+    late = list(dev.lateness.samples)[:12]
+    grid = [(b - l - start) / interval for b, l in zip(began, late)]
+    # every deadline is start + k * interval for a whole k: schedules do not drift
+    assert grid == pytest.approx([round(k) for k in grid], abs=1e-6)
+    if delay == 0:
+        assert [round(k) for k in grid] == list(range(12)) and max(late) == pytest.approx(0, abs=1e-9)
+        assert dev.counters["missed_deadlines"] == 0
+    else:
+        # a poll that takes 0.12 s (2.4 intervals) skips the deadlines it missed entirely and
+        # starts the next one late by less than an interval, instead of bunching polls up
+        assert all(0 <= l < interval for l in late)
+        assert dev.counters["missed_deadlines"] >= 11
+        assert all(b2 - b1 >= delay - 1e-9 for b1, b2 in zip(began, began[1:]))
     await p.aclose()
 
 
