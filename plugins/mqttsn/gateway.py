@@ -368,6 +368,8 @@ class Gateway:
         s.last_seen = now
         if msg.clean_session:
             self._n_subs -= len(s.subs)
+            _requeue_inflight(s)
+            _give_up(s)
             s.reset()
         s.clean = msg.clean_session
         s.keepalive = float(msg.duration)
@@ -470,6 +472,7 @@ class Gateway:
         if s.clean or s.state in (State.WILL_TOPIC, State.WILL_MSG):
             self._n_subs -= len(s.subs)
             s.subs.clear()
+            _give_up(s)
             if self.sessions.get(s.client_id) is s:
                 del self.sessions[s.client_id]
             s.state = State.DISCONNECTED
@@ -491,6 +494,7 @@ class Gateway:
     def _drop(self, s: Session) -> None:
         self._n_subs -= len(s.subs)
         s.subs.clear()
+        _give_up(s)
         self.sessions.pop(s.client_id, None)
         if self.by_peer.get(s.peer) is s:
             del self.by_peer[s.peer]
@@ -1000,6 +1004,12 @@ def _requeue_inflight(s: Session) -> None:
     elif inf.kind == "pubrel":
         _finish(inf.item, True)      # PUBREC came: the client has the message
     # "register": the message is still at the front of the buffer
+
+
+def _give_up(s: Session) -> None:
+    """The session ends: whoever waits for its buffered messages hears they were not delivered."""
+    while s.outq:
+        _finish(s.outq.popleft(), False)
 
 
 def _merge(batches: Sequence[Batch]) -> list[Batch]:
