@@ -32,10 +32,11 @@ async def test_subscribe_readings_streams_live_values_of_matching_points_only(tm
             for _ in range(5):
                 ev = await c.event(sub["id"])
                 assert ev["kind"] == "readings"
-                for device, point, value, ts, quality in ev["readings"]:
-                    assert (device, point, quality) == ("sim.dev1", "temperature", 0)
-                    assert isinstance(value, float)
-                    seen_ts.add(ts)
+                assert list(ev["readings"]) == ["sim.dev1"]
+                assert list(ev["readings"]["sim.dev1"]) == ["temperature"]
+                value, ts, quality = ev["readings"]["sim.dev1"]["temperature"]
+                assert isinstance(value, float) and quality == 0
+                seen_ts.add(ts)
             assert len(seen_ts) >= 3, "values should keep changing"
             # The rate limit holds: at most ~20 messages/s for a 50 batches/s source.
             t0 = trio.current_time()
@@ -57,7 +58,7 @@ async def test_write_command_round_trips_with_ack_and_is_audited(tmp_path):
             # The value now comes back in the live readings and in the twin.
             sub = await c.call("subscribe_readings", devices=["sim.dev0"], points=["temperature"], max_rate=20)
             ev = await c.event(sub["id"])
-            assert ev["readings"][0][2] == 77.5
+            assert ev["readings"]["sim.dev0"]["temperature"][0] == 77.5
             dev = (await c.call("get_device", device_id="sim.dev0"))["result"]
             assert dev["points"]["temperature"]["value"] == 77.5
             nack = await c.call("device_command", device_id="sim.dev0", action="reboot")

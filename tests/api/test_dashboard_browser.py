@@ -87,6 +87,7 @@ async def test_dashboard_logs_in_shows_live_values_and_round_trips_an_operator_c
         out = await trio.to_thread.run_sync(_drive, server.url, token, tmp_path)
         assert out["first"] != out["later"]
         assert out["errors"] == []
+        assert server.counters["deflate_connections"] >= 1     # Chromium negotiated permessage-deflate
         audit = host.services["twins"].audit_log()
         assert (audit[0]["who"], audit[0]["action"], audit[0]["status"], audit[0]["value"]) == \
             ("browser", "write", "ack", "123.5")

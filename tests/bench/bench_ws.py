@@ -9,6 +9,7 @@ of serving them. Run alone: `make bench BENCH=ws_fanout`.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -19,8 +20,9 @@ import trio
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = 100
+RATE = 5.0           # max_rate of each client's subscription (messages/s): the API's default
 PHASE = 2.0          # seconds per measurement phase
-ROUNDS = 3           # phases without, then with, the subscriptions
+ROUNDS = 4           # phases without, then with, the subscriptions
 SOFT_TIME = 2.0      # the site's api.queue_soft_time for this run
 
 
@@ -38,6 +40,15 @@ observability:
   metrics: false
 """)
     return path
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc (0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 async def _rate(host, seconds: float) -> float:
@@ -83,13 +94,13 @@ async def _measure(site: Path) -> dict:
     from sitegate.loader import DevFolderSource
 
     host = SiteHost(load_site(site), DevFolderSource(REPO / "plugins", warn=False))
-    out: dict = {"without": [], "with": [], "cpu_without": [], "cpu_with": []}
+    out: dict = {"without": [], "with": [], "cpu_without": [], "cpu_with": [], "cpu_clients": []}
     async with trio.open_nursery() as nursery:
         await nursery.start(host.run)
         server = await start_api(host, nursery)
         token, _ = TokenStore(host.state_dir).create("viewer", "bench")
         proc = await trio.lowlevel.open_process(
-            [sys.executable, __file__, "--clients", server.ws_url, token, str(CLIENTS)],
+            [sys.executable, __file__, "--clients", server.ws_url, token, str(CLIENTS), str(RATE)],
             stdin=subprocess.PIPE, cwd=str(REPO))
         members = lambda: sum(len(g.members) for g in server.readings.groups.values())  # noqa: E731
         await _wait(lambda: len(server.connections) >= CLIENTS, 60, f"{CLIENTS} clients to connect")
@@ -105,9 +116,10 @@ async def _measure(site: Path) -> dict:
             await _wait(lambda: members() >= CLIENTS, 60, f"{CLIENTS} clients to subscribe")
             await trio.sleep(0.3)
             sent0 = sum(c.sent for c in server.connections.values())
-            t0 = time.process_time()
+            t0, c0 = time.process_time(), _cpu_of(proc.pid)
             out["with"].append(await _rate(host, PHASE))
             out["cpu_with"].append(time.process_time() - t0)
+            out["cpu_clients"].append(_cpu_of(proc.pid) - c0)
             sent += sum(c.sent for c in server.connections.values()) - sent0
             await proc.stdin.send_all(b"unsub\n")
             await _wait(lambda: members() == 0, 60, "the clients to unsubscribe")
@@ -135,7 +147,7 @@ def run() -> list[dict]:
           f"messages/s sent, peak queue {m['peak_queue']}), {baseline:.0f} without; per phase with "
           f"{[round(x) for x in m['with']]}, without {[round(x) for x in m['without']]}; process CPU s per "
           f"{PHASE:g} s phase with {[round(x, 2) for x in m['cpu_with']]}, without "
-          f"{[round(x, 2) for x in m['cpu_without']]}; stalled client: {m['stalled']['reason']} "
+          f"{[round(x, 2) for x in m['cpu_without']]}, clients' process {[round(x, 2) for x in m['cpu_clients']]}; stalled client: {m['stalled']['reason']} "
           f"({m['stalled']['total']:.2f} s from connect to disconnect)", file=sys.stderr)
     return [
         {"name": "ws_fanout", "value": round(value), "unit": "readings/s", "baseline": round(baseline),
@@ -147,22 +159,17 @@ def run() -> list[dict]:
 
 
 # --- the client process ---------------------------------------------------------------------------
-def _client_frame(text: str) -> bytes:
-    # A masked client-to-server text frame (RFC 6455 5.2), all-zero mask: the clients here are
-    # as cheap as a browser's native WebSocket, so the figure is the gateway's own cost.
-    data = text.encode()
-    n = len(data)
-    head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
-    return head + b"\0\0\0\0" + data
-
-
-async def _clients(url: str, token: str, n: int) -> None:
+async def _clients(url: str, token: str, n: int, rate: float) -> None:
     """n clients; each line on stdin, `sub` or `unsub`, subscribes or unsubscribes all of them.
 
-    Each does the real handshake and login, then only drains its socket (no frame parsing)."""
-    import base64
-    import os
+    Each does the real handshake (offering permessage-deflate, as browsers do) and login with
+    wsproto, then only drains its socket: as cheap as a browser's native WebSocket, so the
+    figure is the gateway's own cost."""
     from urllib.parse import urlsplit
+
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Request, TextMessage
+    from wsproto.extensions import PerMessageDeflate
 
     parts = urlsplit(url)
     channels = [trio.open_memory_channel(10) for _ in range(n)]
@@ -170,17 +177,18 @@ async def _clients(url: str, token: str, n: int) -> None:
 
     async def one(i: int) -> None:
         stream = await trio.open_tcp_stream(parts.hostname, parts.port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        await stream.send_all((f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-                               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                               f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        buf = b""
-        while b"auth_required" not in buf:
-            buf += await stream.receive_some(65536)
-        await stream.send_all(_client_frame(json.dumps({"type": "auth", "access_token": token})))
-        buf = b""
-        while b"auth_ok" not in buf:
-            buf += await stream.receive_some(65536)
+        ws = WSConnection(ConnectionType.CLIENT)
+        await stream.send_all(ws.send(Request(host=parts.netloc, target=parts.path,
+                                              extensions=[PerMessageDeflate()])))
+
+        async def until(pred) -> None:
+            while not any(pred(e) for e in ws.events()):
+                ws.receive_data(await stream.receive_some(65536))
+
+        await until(lambda e: isinstance(e, AcceptConnection))
+        await until(lambda e: isinstance(e, TextMessage) and "auth_required" in e.data)
+        await stream.send_all(ws.send(TextMessage(json.dumps({"type": "auth", "access_token": token}))))
+        await until(lambda e: isinstance(e, TextMessage) and "auth_ok" in e.data)
 
         async def drain() -> None:
             while True:
@@ -195,10 +203,10 @@ async def _clients(url: str, token: str, n: int) -> None:
             async for cmd in channels[i][1]:
                 if cmd == "sub":
                     sub = next_id
-                    msg = {"id": next_id, "type": "subscribe_readings"}
+                    msg = {"id": next_id, "type": "subscribe_readings", "max_rate": rate}
                 else:
                     msg = {"id": next_id, "type": "unsubscribe", "subscription": sub}
-                await stream.send_all(_client_frame(json.dumps(msg)))
+                await stream.send_all(ws.send(TextMessage(json.dumps(msg))))
                 next_id += 1
 
     async def control() -> None:
@@ -223,7 +231,7 @@ async def _clients(url: str, token: str, n: int) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--clients":
-        trio.run(_clients, sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        trio.run(_clients, sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
     else:
         for fig in run():
             print(fig)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from .frames import frame_mode
 from .tokens import TokenInfo
 
 
@@ -21,14 +22,14 @@ class Connection:
     ids = iter(range(1, 1 << 62))
 
     def __init__(self, ws: WebSocketConnection, remote: str, token: TokenInfo, *,
-                 soft: int, soft_time: float, hard: int):
+                 soft: int, soft_time: float, hard: int, deflate: bool = False):
         self.number = next(Connection.ids)
         self.ws = ws
         self.remote = remote
         self.token = token
         self.role = token.role
         self.soft, self.soft_time, self.hard = soft, soft_time, hard
-        self.queue: collections.deque[str] = collections.deque()
+        self.queue: collections.deque[str | bytes] = collections.deque()
         self.soft_since: float | None = None      # monotonic time the queue went above `soft`
         self.scope = trio.CancelScope()
         self.last_id = 0
@@ -40,9 +41,11 @@ class Connection:
         self.peak = 0
         self._lot = trio.lowlevel.ParkingLot()
         self.on_hard_cap: Callable[["Connection"], None] | None = None
+        self.frame_mode = frame_mode(ws, deflate)      # how pre-built frames reach it (frames.py)
 
-    def send(self, text: str) -> None:
-        """Queue one frame (never blocks). Over the hard cap the client is disconnected at once."""
+    def send(self, text: str | bytes) -> None:
+        """Queue one message (never blocks): text, or bytes of a whole WebSocket text frame (see
+        frames.py). Over the hard cap the client is disconnected at once."""
         if self.closed:
             return
         q = self.queue
@@ -74,15 +77,23 @@ class Connection:
 
     async def writer(self) -> None:
         q, ws = self.queue, self.ws
+        lock, stream = (ws._stream_lock, ws._stream) if self.frame_mode != "text" else (None, None)
         try:
             while True:
                 while q:
-                    await ws.send_message(q.popleft())
+                    item = q.popleft()
+                    if type(item) is bytes:
+                        # A whole text frame built once for every subscriber (fanout.py): written
+                        # under trio-websocket's own stream lock, so frames never interleave.
+                        async with lock:
+                            await stream.send_all(item)
+                    else:
+                        await ws.send_message(item)
                     self.sent += 1
                     if self.soft_since is not None and len(q) <= self.soft:
                         self.soft_since = None
                 await self._lot.park()
-        except ConnectionClosed:
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             self.kill(1000, "closed by the client")
 
     def close_subscriptions(self) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..model import Batch, Event
+from .frames import deflate_frame, text_frame
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..host import SiteHost
@@ -90,11 +91,28 @@ class _Group:
     def flush(self) -> int:
         if not self.pending:
             return 0
-        readings = [[d, p, v, t, q] for (d, p), (v, t, q) in self.pending.items()]
+        # Grouped by device, timestamps to the millisecond: bytes on the wire are most of the
+        # fan-out's cost (each client's copy goes through the kernel), so keep them few.
+        readings: dict[str, dict[str, list]] = {}
+        for (d, p), (v, t, q) in self.pending.items():
+            per = readings.get(d)
+            if per is None:
+                per = readings[d] = {}
+            per[p] = [v, round(t, 3), q]
         self.pending = {}
         body = _dumps({"kind": "readings", "readings": readings})
+        # Most clients use the same subscription id: each distinct frame is built (and
+        # compressed) once, then written as is to every client of that kind.
+        frames: dict[tuple[int, str], str | bytes] = {}
         for conn, sub_id in list(self.members.values()):
-            conn.send(frame(sub_id, body))
+            key = (sub_id, conn.frame_mode)
+            out = frames.get(key)
+            if out is None:
+                text = frame(sub_id, body)
+                mode = conn.frame_mode
+                out = frames[key] = deflate_frame(text) if mode == "deflate" else \
+                    text_frame(text) if mode == "raw" else text
+            conn.send(out)
         return len(self.members)
 
 

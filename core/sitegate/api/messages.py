@@ -168,8 +168,8 @@ class SetDesiredConfig:
 class SubscribeReadings:
     """Live readings matching the globs. At most `max_rate` event messages per second; each carries
     the latest value of every matching point that changed since the previous message (coalesced).
-    Events: `{"id": N, "type": "event", "event": {"kind": "readings", "readings": [[device, point,
-    value, ts, quality], ...]}}`."""
+    Events: `{"id": N, "type": "event", "event": {"kind": "readings", "readings": {device: {point:
+    [value, ts, quality], ...}, ...}}}` (ts in Unix seconds to the millisecond; quality 0 is good)."""
 
     devices: list[str] = attrs.field(factory=lambda: ["*"], metadata=_doc("Glob(s) on device ids."))
     points: list[str] = attrs.field(factory=lambda: ["*"], metadata=_doc("Glob(s) on point names."))

@@ -22,6 +22,7 @@ from trio_websocket import ConnectionClosed, wrap_server_stream
 from .. import __version__
 from .connection import Connection
 from .fanout import EventFanout, ReadingsHub, _dumps
+from .frames import accept
 from .handlers import HANDLERS, ApiError
 from .http import Replay, answer, read_head
 from .messages import BadCommand, parse_command, role_rank
@@ -96,7 +97,7 @@ class ApiServer:
         self.schema_text = render_schema()
         self.port = 0
         self.scheme = "https" if settings.tls_cert else "http"
-        self.counters = {"connections": 0, "auth_failed": 0, "auth_refused": 0, "slow_disconnects": 0,
+        self.counters = {"connections": 0, "deflate_connections": 0, "auth_failed": 0, "auth_refused": 0, "slow_disconnects": 0,
                          "revoked_disconnects": 0, "commands": 0, "http_requests": 0}
         self.disconnects: list[dict[str, Any]] = []       # the last few slow-client disconnects, for diagnostics
         self._scope = trio.CancelScope()
@@ -178,10 +179,10 @@ class ApiServer:
                 await request.reject(403, body=b"origin not allowed\n")
                 nursery.cancel_scope.cancel()
                 return
-            ws = await request.accept()
+            ws, deflate = await accept(request, head.headers.get("sec-websocket-extensions", ""))
             close = [1000, ""]
             try:
-                await self._session(ws, remote, close)
+                await self._session(ws, remote, close, deflate)
             except ConnectionClosed:
                 pass          # the client went away; nothing to answer
             finally:
@@ -232,16 +233,19 @@ class ApiServer:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._login_locks.pop(remote, None)
 
-    async def _session(self, ws, remote: str, close: list) -> None:
+    async def _session(self, ws, remote: str, close: list, deflate: bool) -> None:
         token = await self._authenticate(ws, remote, close)
         if token is None:
             return
         s = self.settings
-        conn = Connection(ws, remote, token, soft=s.queue_soft, soft_time=float(s.queue_soft_time), hard=s.queue_hard)
+        conn = Connection(ws, remote, token, soft=s.queue_soft, soft_time=float(s.queue_soft_time), hard=s.queue_hard,
+                          deflate=deflate)
         conn.on_hard_cap = lambda c: self._slow(c, f"too slow: hard cap of {c.hard} queued messages reached",
                                                 time.monotonic() - (c.soft_since or time.monotonic()))
         self.connections[conn.number] = conn
         self.counters["connections"] += 1
+        if deflate:
+            self.counters["deflate_connections"] += 1
         try:
             with conn.scope:
                 async with trio.open_nursery() as nursery:

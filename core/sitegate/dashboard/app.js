@@ -117,7 +117,7 @@ async function refreshDevices() {
 
 // --- live readings with trend lines -------------------------------------------------------------
 function onReadings(ev) {
-  for (const [device, point, value, ts, quality] of ev.readings) {
+  for (const [device, points] of Object.entries(ev.readings)) for (const [point, [value, ts, quality]] of Object.entries(points)) {
     const key = `${device}/${point}`;
     let r = state.readings.get(key);
     if (!r) { r = {device, point, history: []}; state.readings.set(key, r); }
