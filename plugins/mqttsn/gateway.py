@@ -568,7 +568,7 @@ class Gateway:
                     if inf.retries >= cfg.retry_count:
                         self.stats["delivery_failures"] += 1
                         s.inflight = None
-                        if inf.kind == "register":
+                        if inf.kind == "register" and s.outq and s.outq[0] is inf.item:
                             s.outq.popleft()
                         _finish(inf.item, False)
                         self._pump(s)
@@ -876,7 +876,11 @@ class Gateway:
 
     def _enqueue(self, s: Session, item: Outgoing) -> None:
         if len(s.outq) >= self.config.max_buffered_per_client:
-            _finish(s.outq.popleft(), False)   # the oldest goes: for commands the newest matters most
+            # The oldest goes (for commands the newest matters most), but not one being registered.
+            i = 1 if s.inflight is not None and s.inflight.kind == "register" and len(s.outq) > 1 else 0
+            dropped = s.outq[i]
+            del s.outq[i]
+            _finish(dropped, False)
             self.stats["buffer_dropped"] += 1
         s.outq.append(item)
         self._pump(s)
@@ -936,7 +940,10 @@ class Gateway:
         if msg.return_code == _ACCEPTED:
             session.known.add(inf.topic_id)
         else:
-            _finish(session.outq.popleft(), False)   # the client refused the topic: drop that message
+            # The client refused the topic: drop that message (if the buffer still holds it).
+            if session.outq and session.outq[0] is inf.item:
+                session.outq.popleft()
+            _finish(inf.item, False)
             self.stats["delivery_failures"] += 1
         self._pump(session)
 
