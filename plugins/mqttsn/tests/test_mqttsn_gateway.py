@@ -376,3 +376,20 @@ async def test_unacknowledged_message_is_kept_when_the_client_falls_asleep(harne
     assert again.data == first.data == b"important"
     await cl.send(c.Puback(again.topic_id, again.msg_id))
     await cl.expect(c.Pingresp)
+
+
+async def test_buffer_for_a_sleeping_client_is_bounded_keeping_the_newest(harness, raw_client):
+    gw, _ = await harness.gateway(max_buffered_per_client=3)
+    cl = await raw_client(gw.address[1])
+    await cl.connect("tiny")
+    await cl.send(c.Subscribe(1, "tiny/cmd", qos=0))
+    await cl.expect(c.Suback)
+    await cl.send(c.Disconnect(60))
+    await cl.expect(c.Disconnect)
+    for i in range(10):
+        gw.send_to_topic("tiny/cmd", str(i).encode(), qos=0)
+    assert len(gw.sessions["tiny"].outq) == 3 and gw.stats["buffer_dropped"] == 7
+    await cl.send(c.Pingreq("tiny"))
+    got = [(await cl.expect(c.Publish)).data for _ in range(3)]
+    assert got == [b"7", b"8", b"9"]
+    await cl.expect(c.Pingresp)
