@@ -265,7 +265,8 @@ class Sandbox:
             raise ModuleFailure("init", f"config: {self.where} has no setting {', '.join(map(repr, unknown))} "
                                 f"(it declares: {', '.join(declared) or 'none'})")
         if "init" in ex:
-            blob = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+            blob = json.dumps({"abi": abi.ABI_VERSION, "max_points": self.max_points, "config": config},
+                              sort_keys=True, separators=(",", ":")).encode()
             self._arm_budgets(self.budgets.fuel * 10)
             try:
                 ptr = self._alloc(len(blob))
