@@ -51,6 +51,10 @@ class Deadband:
         self.silence = _INF if params.max_silence is None else float(params.max_silence)
         self.states: dict[str, dict[str, list[Any]]] = {}
         self.sources: dict[str, str] = {}     # device -> source of its batches, for re-reports
+        # No point with a pending re-report was reported before this time: until that is
+        # `max_silence` ago, flush() has nothing to do (quiet points re-reported together
+        # stay together, so a big site scans about once per max_silence, not every second).
+        self._oldest = _INF
         self.passed = 0
         self.suppressed = 0
 
@@ -65,6 +69,7 @@ class Deadband:
         silence, absolute, pct = self.silence, self.abs, self.pct
         track = silence != _INF          # only max_silence needs the latest suppressed reading
         relative = pct != _INF
+        oldest = self._oldest
         i = -1
         for p, v, t, q in zip(points, values, stamps, repeat(0) if quality is None else quality):
             i += 1
@@ -95,6 +100,9 @@ class Deadband:
                 append(i)
             elif track:
                 st[3] = (v, t, q)
+                if st[1] < oldest:
+                    oldest = st[1]
+        self._oldest = oldest
         n = len(points)
         self.passed += len(keep)
         self.suppressed += n - len(keep)
@@ -107,9 +115,10 @@ class Deadband:
     def flush(self, now: float) -> Sequence[Batch]:
         """Re-report the latest suppressed reading of points quiet for `max_silence`."""
         silence = self.silence
-        if silence == _INF:
+        if silence == _INF or now - self._oldest < silence:
             return []
         out = []
+        oldest = _INF
         for device, states in self.states.items():
             pts, vals, ts, qs = [], [], [], []
             for p, st in states.items():
@@ -124,10 +133,13 @@ class Deadband:
                     st[1] = now     # silence restarts from the re-report, not the reading's own time
                     st[2] = q
                     st[3] = None
+                elif pending is not None and st[1] < oldest:
+                    oldest = st[1]
             if pts:
                 self.passed += len(pts)
                 out.append(Batch(device, pts, vals, ts, qs if any(qs) else None,
                                  self.sources.get(device, "")))
+        self._oldest = oldest
         return out
 
 

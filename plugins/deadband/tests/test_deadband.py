@@ -152,3 +152,17 @@ def test_every_reading_is_reported_or_within_the_band_of_the_last_report(band, v
             last = v
         else:
             assert abs(v - last) < band or v == last
+
+
+def test_re_reports_of_points_on_different_schedules_all_come_on_time():
+    d = Deadband(DeadbandParams(abs=1, max_silence=60))
+    d.process(Batch("m", ["a"], [1.0], [0]))
+    d.process(Batch("m", ["b"], [1.0], [30]))
+    d.process(Batch("m", ["a", "b"], [1.1, 1.1], [10, 40]))
+    assert [list(b.rows()) for b in d.flush(60)] == [[("a", 1.1, 10, 0)]]
+    assert d.flush(89.9) == []
+    assert [list(b.rows()) for b in d.flush(90)] == [[("b", 1.1, 40, 0)]]
+    assert d.flush(200) == []
+    d.process(Batch("m", ["a"], [1.2], [100]))          # 40 s after a's re-report at 60: suppressed
+    assert d.flush(119.9) == []
+    assert [list(b.rows()) for b in d.flush(120)] == [[("a", 1.2, 100, 0)]]
