@@ -459,6 +459,9 @@ class Gateway:
         """Disconnect or lose a client: its will goes out if it was lost."""
         if lost:
             self.stats["clients_lost"] += 1
+            log.info("MQTT-SN client %r lost (%s)%s", s.client_id,
+                     "sleep timer ran out" if s.state is State.ASLEEP else "keep-alive ran out",
+                     "; publishing its will" if s.will_topic is not None else "")
             self._on_event("client.lost", client=s.client_id)
             if s.will_topic is not None and s.state not in (State.WILL_TOPIC, State.WILL_MSG):
                 self.stats["wills_published"] += 1
