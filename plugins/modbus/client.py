@@ -4,16 +4,16 @@ One request at a time per stream (what serial lines require and most TCP
 devices expect). Transaction ids match answers to requests on TCP; still,
 after a timeout a TCP stream is closed (`drop_on_timeout`), because a late
 answer can come back under the wrong id (pymodbus's own server stamps a late
-answer with the newest request's id), and a fresh connection is cheap. Every failure is a
-`ModbusError` carrying the reading quality it implies; `poller.py` turns them
-into per-point qualities, device states and counters.
+answer with the newest request's id), and a fresh connection is cheap.
+Every failure is a `ModbusError` carrying the reading quality it implies;
+`poller.py` turns them into per-point qualities, device states and counters.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 import math
 import struct
+from collections import Counter
 from typing import Any, Awaitable, Callable, Sequence
 
 import trio
@@ -206,6 +206,7 @@ class ModbusClient:
             self.counters["requests"] += 1
             limit = self.timeout if timeout is None else timeout
             deadline = trio.current_time() + limit
+            self._aborted = -1
             if (self._watching and deadline >= self._watch_until and self.drop_on_timeout
                     and getattr(self._stream, "abortable", False)):
                 # Cheap path: `watch_timeouts` (awake by then) aborts the socket if this deadline passes.
