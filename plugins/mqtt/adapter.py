@@ -124,7 +124,7 @@ class Ingest:
         assert env is not None
         device = env.device
         pipeline = entry.host.pipeline
-        have = pipeline._next_seq.get(device, 0)   # noqa: SLF001 - see docs/mqtt.md, "Fog gateways"
+        have = pipeline.allocate(device, 0)       # the next number the site would give this device
         start = 0
         if env.seq < have:
             start = min(have - env.seq, len(d.points))
