@@ -66,9 +66,10 @@ subscribe:
     assert got[("local.node3", "temp")] == pytest.approx(-12.5) and got[("local.node3", "state")] == 3
 
 
-async def test_messages_published_while_gateway_down_arrive_after_restart(mosquitto, tmp_path):
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+async def test_messages_published_while_gateway_down_arrive_after_restart(mosquitto, tmp_path, protocol):
     broker = mosquitto()
-    site = site_with(mqtt_entry("local", broker, extra=JSON_SUB))
+    site = site_with(mqtt_entry("local", broker, extra=f'protocol: "{protocol}"\n' + JSON_SUB))
     async with running_site(tmp_path, site) as host:
         await loaded(host, "local")     # the broker now holds a persistent session for our client id
     msgs = [(f"factory/z/d{i % 3}/data", json.dumps({"m": {"temp": i, "hum": 0}, "ts": 1700000000 + i}))
@@ -146,3 +147,23 @@ async def test_malformed_payloads_are_counted_reported_and_the_flow_continues(mo
     assert "not JSON" in events[0].message and events[0].data["topic"] == "factory/z/d/data"
     assert "expected a number" in events[1].message
     assert "no 'temp'" in events[2].message
+
+
+async def test_other_sitegates_batches_keep_device_seq_and_repeats_are_dropped(mosquitto, tmp_path):
+    from plugins.mqtt import envelope
+    from sitegate.model import Batch
+
+    broker = mosquitto()
+    extra = 'subscribe: [{filter: "edges/#", format: sitegate}]'
+    b0 = Batch("press.dev0", ["t", "p"], [1.0, 2.0], [100.0, 100.0], None, "sim", 10)
+    b1 = Batch("press.dev0", ["t", "p", "t", "p"], [1.0, 2.0, 3.0, 4.0], [100.0, 100.0, 101.0, 101.0], None, "sim", 10)
+    async with running_site(tmp_path, site_with(mqtt_entry("edges", broker, extra=extra), site="fog")) as host:
+        rec = Recorder(host)
+        await loaded(host, "edges")
+        # the first batch, the same again (a redelivery), then one overlapping it (re-batched on a retry)
+        await _publish(broker, [("edges/a/press.dev0", envelope.encode_batch("plant/edge-a", b)) for b in (b0, b0, b1)])
+        ingest = host.entry("edges").data["ingest"]
+        await wait_for(lambda: ingest.counters["messages"] == 3, 10, what="the three messages")
+    rows = [(b.device, b.seq, list(b.values), list(b.timestamps)) for b in rec.batches]
+    assert rows == [("press.dev0", 10, [1.0, 2.0], [100.0, 100.0]), ("press.dev0", 12, [3.0, 4.0], [101.0, 101.0])]
+    assert ingest.counters["duplicates"] == 4
