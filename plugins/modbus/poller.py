@@ -27,7 +27,7 @@ from .config import DeviceConfig
 from .registermap import (
     DataType, ReadRequest, Table, decode, decoder, encode, group_by_interval, plan_reads, set_bit,
 )
-from .transport import Endpoint, open_stream
+from .transport import Endpoint, Link, open_stream
 
 
 class Lateness:
@@ -105,7 +105,10 @@ class LinkPoller:
         self.stagger = stagger
         self.phase = phase                   # seconds to add to every first deadline (spreads many links)
         self.client = ModbusClient(lambda: open_channel(endpoint, connect_timeout), framing=endpoint.framing,
-                                   timeout=timeout, frame_gap=endpoint.frame_gap, name=endpoint.describe())
+                                   timeout=timeout, frame_gap=endpoint.frame_gap, name=endpoint.describe(),
+                                   # RTU frames carry no transaction id: over TCP, a fresh connection is
+                                   # the only sure way a late answer is not taken for the next one.
+                                   drop_on_timeout=endpoint.link is not Link.RTU)
         self._reconnect_needed = trio.Event()
         self.counters: Counter[str] = Counter()
         self._rng = random.Random()
