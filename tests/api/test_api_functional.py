@@ -122,3 +122,24 @@ async def test_diagnostics_redact_secret_values(tmp_path):
             assert "hunter2secret" not in text_out
             assert "**********" in text_out
             assert res["result"]["entries"]["sim"]["state"] == "loaded"
+
+
+async def test_plugin_upgrades_are_for_admins_and_need_the_signed_registry(tmp_path):
+    async with api_site(tmp_path) as (host, server, tokens):
+        op, _ = tokens.create("operator")
+        admin, _ = tokens.create("admin", "boss")
+        async with connect(server, op) as c:
+            res = await c.call("upgrade_plugin", domain="simulator")
+            assert res["error"]["code"] == "unauthorized"
+            plugins = (await c.call("list_plugins"))["result"]
+            assert [(p["domain"], p["entries"]) for p in plugins] == [("simulator", ["sim"])]
+        async with connect(server, admin) as c:
+            res = await c.call("upgrade_plugin", domain="simulator")
+            assert res["error"]["code"] == "not_allowed" and "signed registry" in res["error"]["message"]
+            res = await c.call("rollback_plugin", domain="nope")
+            assert res["error"]["code"] == "not_found"
+            res = await c.call("set_desired_config", device_id="sim.dev0", version="7")
+            assert res["result"] == {"desired_config": "7", "reported_config": None, "drift": True}
+            host.services["twins"].report("sim.dev0", config_version="7")
+            dev = (await c.call("get_device", device_id="sim.dev0"))["result"]
+            assert (dev["reported_config"], dev["drift"]) == ("7", False)

@@ -11,6 +11,7 @@ import inspect
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+import attrs
 import trio
 
 from .. import __version__
@@ -256,3 +257,24 @@ async def list_plugins(server, conn, mid, args):
                     "verified": bool(getattr(host.source, "verified", False)),
                     "entries": [r.ctx.id for r in host.runners.values() if r.ctx.domain == domain]})
     return out
+
+
+async def _plugin_change(server, conn, action: str, domain: str, **kw):
+    from ..errors import SitegateError
+    if domain not in server.host.loader.loaded:
+        raise ApiError("not_found", f"no integration {domain!r} is loaded on this site")
+    try:
+        result = await getattr(server.host, action)(domain, actor=f"api:{conn.token.name}", **kw)
+    except SitegateError as exc:
+        raise ApiError("not_allowed", str(exc)) from None
+    return _jsonable(attrs.asdict(result))
+
+
+@handles("upgrade_plugin")
+async def upgrade_plugin(server, conn, mid, args: m.UpgradePlugin):
+    return await _plugin_change(server, conn, "upgrade_plugin", args.domain, spec=args.spec)
+
+
+@handles("rollback_plugin")
+async def rollback_plugin(server, conn, mid, args: m.RollbackPlugin):
+    return await _plugin_change(server, conn, "rollback_plugin", args.domain)

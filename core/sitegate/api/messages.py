@@ -29,17 +29,19 @@ class CommandSpec:
     doc: str
     example: dict[str, Any]          # the command's own fields in an example exchange
     example_result: Any
+    example_event: dict[str, Any] | None = None   # for subscriptions: one event they push
 
 
 COMMANDS: dict[str, CommandSpec] = {}
 
 
-def command(name: str, *, role: str, example: dict[str, Any] | None = None, result: Any = None):
+def command(name: str, *, role: str, example: dict[str, Any] | None = None, result: Any = None,
+            event: dict[str, Any] | None = None):
     """Register an attrs class as the fields of command `name`, allowed from `role` up."""
     assert role in ROLES
 
     def wrap(cls: type) -> type:
-        COMMANDS[name] = CommandSpec(name, cls, role, (cls.__doc__ or "").strip(), example or {}, result)
+        COMMANDS[name] = CommandSpec(name, cls, role, (cls.__doc__ or "").strip(), example or {}, result, event)
         return cls
     return wrap
 
@@ -163,7 +165,9 @@ class SetDesiredConfig:
 
 @command("subscribe_readings", role="viewer",
          example={"devices": ["sim.*"], "points": ["temperature"], "max_rate": 5},
-         result=None)
+         result=None, event={"kind": "readings", "readings": {
+             "sim.dev0": {"temperature": [21.53, 1700000000.25, 0]},
+             "sim.dev1": {"temperature": [19.87, 1700000000.25, 0]}}})
 @attrs.frozen
 class SubscribeReadings:
     """Live readings matching the globs. At most `max_rate` event messages per second; each carries
@@ -180,7 +184,10 @@ class SubscribeReadings:
             raise ValueError(f"max_rate: expected 0.1 to 50 messages per second, got {self.max_rate}")
 
 
-@command("subscribe_events", role="viewer", example={"kinds": ["entry.state", "alert", "device.*"]}, result=None)
+@command("subscribe_events", role="viewer", example={"kinds": ["entry.state", "alert", "device.*"]}, result=None,
+         event={"kind": "device.offline", "source": "sim", "device": "sim.dev0", "point": None,
+                "severity": "warning", "message": "no readings for 3.2 s (missed 3 intervals of 1.00 s)",
+                "data": {"device": "sim.dev0", "online": False, "last_seen": 1699999996.8}, "ts": 1700000000.0})
 @attrs.frozen
 class SubscribeEvents:
     """Site events whose kind matches a glob: `entry.state`, `alert`, `device.online`, `device.offline`,
@@ -228,6 +235,29 @@ class Diagnostics:
 class ListPlugins:
     """Integrations loaded by the site, with version and kinds; the installed and previous
     versions when plugins come from the signed registry."""
+
+
+@command("upgrade_plugin", role="admin", example={"domain": "simulator", "spec": ">=1.1"},
+         result={"domain": "simulator", "result": "upgraded", "old_version": "1.0.0", "new_version": "1.1.0",
+                 "detail": "1 entries healthy after 0.4 s", "entries": ["sim"]})
+@attrs.frozen
+class UpgradePlugin:
+    """Upgrade an integration live from the signed registry: its entries are reloaded on the new
+    version and health-checked; an unhealthy version is rolled back by itself (`result` says
+    `upgraded`, `rolled_back` or `refused`). Progress arrives as `plugin.upgrade` events."""
+
+    domain: str = attrs.field(metadata=_doc("The integration."))
+    spec: str = attrs.field(default="", metadata=_doc("Version range (default: the newest signed version)."))
+
+
+@command("rollback_plugin", role="admin", example={"domain": "simulator"},
+         result={"domain": "simulator", "result": "rolled_back", "old_version": "1.1.0", "new_version": "1.0.0",
+                 "detail": "operator rollback", "entries": ["sim"]})
+@attrs.frozen
+class RollbackPlugin:
+    """Go back to the previously installed version of an integration (one step)."""
+
+    domain: str = attrs.field(metadata=_doc("The integration."))
 
 
 # --- what the server sends ----------------------------------------------------------------------

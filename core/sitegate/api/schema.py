@@ -1,7 +1,8 @@
-"""JSON Schema of the WebSocket API, generated from the attrs classes in messages.py.
+"""JSON Schema and the command reference of the WebSocket API, generated from messages.py.
 
-`python -m sitegate.api.schema > docs/websocket-api.schema.json` writes it; a
-test checks the committed file equals `api_schema()`, so docs and code agree.
+`python -m sitegate.api.schema --write` rewrites docs/websocket-api.schema.json
+and the generated part of docs/websocket-api.md; a test checks both are current,
+so the reference and the classes that validate commands cannot drift.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal
 
 import attrs
@@ -101,5 +103,64 @@ def render() -> str:
     return json.dumps(api_schema(), indent=2, sort_keys=False) + "\n"
 
 
+BEGIN = "<!-- BEGIN GENERATED: python -m sitegate.api.schema --write -->"
+END = "<!-- END GENERATED -->"
+
+
+def _type_text(schema: dict[str, Any]) -> str:
+    if "enum" in schema:
+        return " \\| ".join(f"`{json.dumps(v)}`" for v in schema["enum"])
+    if "anyOf" in schema:
+        return " or ".join(_type_text(s) for s in schema["anyOf"])
+    t = schema.get("type")
+    if isinstance(t, list):
+        return " or ".join(t)
+    if t == "array":
+        return f"array of {_type_text(schema.get('items', {}))}"
+    if t == "object":
+        return "object"
+    return t or "any"
+
+
+def render_markdown() -> str:
+    """The command reference: per command its role, fields and an example exchange."""
+    out = [BEGIN, ""]
+    for name, spec in sorted(COMMANDS.items()):
+        schema = class_schema(spec.cls)
+        out += [f"### `{name}`", "", f"Role: **{spec.role}** or above. " + " ".join(spec.doc.split()), ""]
+        props = schema["properties"]
+        if props:
+            out += ["| field | type | default | meaning |", "|---|---|---|---|"]
+            required = set(schema.get("required", []))
+            for field, prop in props.items():
+                default = "required" if field in required else f"`{json.dumps(prop.get('default'))}`"
+                out.append(f"| `{field}` | {_type_text(prop)} | {default} | {prop.get('description', '')} |")
+            out.append("")
+        else:
+            out += ["No fields besides `id` and `type`.", ""]
+        request = {"id": 7, "type": name, **spec.example}
+        if name == "ping":
+            reply = {"id": 7, "type": "pong"}
+        else:
+            reply = {"id": 7, "type": "result", "success": True, "result": spec.example_result}
+        lines = ["→ " + json.dumps(request), "← " + json.dumps(reply)]
+        if spec.example_event is not None:
+            lines.append("← " + json.dumps({"id": 7, "type": "event", "event": spec.example_event}))
+        out += ["```json", *lines, "```", ""]
+    out.append(END)
+    return "\n".join(out)
+
+
+def write(docs: Path) -> None:
+    (docs / "websocket-api.schema.json").write_text(render(), encoding="utf-8")
+    md = docs / "websocket-api.md"
+    text = md.read_text(encoding="utf-8")
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    md.write_text(text[:start] + render_markdown() + text[end:], encoding="utf-8")
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.stdout.write(render())
+    if sys.argv[1:] == ["--write"]:
+        write(Path(__file__).resolve().parents[3] / "docs")
+    else:
+        sys.stdout.write(render())
