@@ -106,3 +106,26 @@ async def test_port_in_use_makes_the_entry_retry_saying_why(tmp_path):
             assert "cannot listen on udp 127.0.0.1" in ctx.reason
     finally:
         taken.close()
+
+
+async def test_qos1_puback_comes_after_the_reading_is_committed_to_the_wal(tmp_path, third_party):
+    port = free_udp_port()
+    site = f"""
+    site: t
+    entries:
+      - id: sensors
+        domain: mqttsn
+        config: {{host: 127.0.0.1, port: {port}, predefined: {{1: "hall/temp"}}}}
+      - id: hist
+        domain: history
+    routes:
+      - {{from: ["sensors.*/*"], to: [hist]}}
+    """
+    async with running_site(tmp_path, site) as host:
+        wal = host.services["dataplane"].wal
+        node = third_party(port, "press")
+        await node.do("send_connect")
+        for i in range(5):
+            await node.do("send_publish_predefined", 1, str(20 + i).encode(), 1)   # returns on PUBACK
+            # The WAL counts a reading once its group is committed (before waking the writer's waiters).
+            assert wal.committed_readings == i + 1, f"PUBACK {i + 1} came with {wal.committed_readings} committed"
