@@ -1,6 +1,7 @@
 ;; Moving average over the last `window` readings of each point (sitegate WASM ABI 1).
 ;; Every input reading goes out once, its value replaced by the average of the point's
-;; last `window` values (fewer at the start); time, point and quality pass through.
+;; last `window` good values (fewer at the start); time, point and quality pass through.
+;; A bad reading (quality >= 0x80) is never a measurement: it passes unchanged, unaveraged.
 ;; Per-point state (running sum, count, ring position, ring of values) lives in this
 ;; module's memory, one record per point id, allocated by `init`.
 (module
@@ -37,7 +38,7 @@
     (local $i i32) (local $vals i32) (local $ts i32) (local $pts i32) (local $q i32)
     (local $ov i32) (local $ot i32) (local $op i32) (local $oq i32)
     (local $s i32) (local $v f64) (local $sum f64) (local $cnt i32) (local $pos i32) (local $slot i32)
-    (local $o8 i32) (local $o4 i32)
+    (local $o8 i32) (local $o4 i32) (local $avg f64)
     ;; column bases: inputs then outputs, each column n long (see docs/wasm-processors.md)
     (local.set $vals (i32.add (local.get $f) (i32.const 8)))
     (local.set $ts (i32.add (local.get $vals) (i32.shl (local.get $n) (i32.const 3))))
@@ -55,6 +56,9 @@
         (local.set $s (i32.add (global.get $state)
                                (i32.mul (i32.load (i32.add (local.get $pts) (local.get $o4))) (global.get $stride))))
         (local.set $v (f64.load (i32.add (local.get $vals) (local.get $o8))))
+        (if (i32.ge_u (i32.load (i32.add (local.get $q) (local.get $o4))) (i32.const 0x80))
+          (then (local.set $avg (local.get $v)))
+          (else
         (local.set $sum (f64.load (local.get $s)))
         (local.set $cnt (i32.load offset=8 (local.get $s)))
         (local.set $pos (i32.load offset=12 (local.get $s)))
@@ -70,8 +74,8 @@
         (local.set $pos (i32.add (local.get $pos) (i32.const 1)))
         (if (i32.eq (local.get $pos) (global.get $window)) (then (local.set $pos (i32.const 0))))
         (i32.store offset=12 (local.get $s) (local.get $pos))
-        (f64.store (i32.add (local.get $ov) (local.get $o8))
-                   (f64.div (local.get $sum) (f64.convert_i32_u (local.get $cnt))))
+        (local.set $avg (f64.div (local.get $sum) (f64.convert_i32_u (local.get $cnt))))))
+        (f64.store (i32.add (local.get $ov) (local.get $o8)) (local.get $avg))
         (i64.store (i32.add (local.get $ot) (local.get $o8)) (i64.load (i32.add (local.get $ts) (local.get $o8))))
         (i32.store (i32.add (local.get $op) (local.get $o4)) (i32.load (i32.add (local.get $pts) (local.get $o4))))
         (i32.store (i32.add (local.get $oq) (local.get $o4)) (i32.load (i32.add (local.get $q) (local.get $o4))))

@@ -37,7 +37,11 @@ class PyMovingAverage:
         w = self.window
         out = []
         append = out.append
-        for p, v in zip(batch.points, batch.values):
+        quality = batch.quality or (0,) * len(batch)
+        for p, v, q in zip(batch.points, batch.values, quality):
+            if q >= 0x80:           # a bad reading is never a measurement: passed, not averaged
+                append(v)
+                continue
             st = states.get(p)
             if st is None:
                 st = states[p] = [0.0, deque()]

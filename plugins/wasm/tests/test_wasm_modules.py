@@ -51,6 +51,12 @@ def test_time_quality_and_source_pass_through(dev):
     assert (out.timestamps, out.quality, out.source, out.device) == ([5.5, 6.5], [0, 0x81], "plc", "d")
 
 
+def test_bad_readings_pass_unaveraged_and_leave_the_average_alone(dev):
+    step = dev("moving_average.wat", config={"window": 3})
+    out = step.process(Batch("d", ["x"] * 4, [1.0, 99.0, 3.0, 5.0], [1.0, 2.0, 3.0, 4.0], [0, 0x82, 0, 0]))
+    assert out.values == [1.0, 99.0, 2.0, 3.0] and out.quality == [0, 0x82, 0, 0]
+
+
 def test_non_numbers_reach_the_module_as_nan(dev):
     out = dev("moving_average.wat", config={"window": 1}).process(Batch("d", ["x", "y"], ["abc", None], [1.0, 1.0]))
     assert all(math.isnan(v) for v in out.values)
