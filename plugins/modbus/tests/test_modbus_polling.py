@@ -142,9 +142,10 @@ async def test_short_answers_are_bad_decode_not_crashes(modbus_server):
     await p.aclose()
 
 
-async def test_timeouts_enforced_by_the_watchdog_task_close_the_connection(modbus_server):
-    server = await modbus_server()
-    p = poller(endpoint(server, Link.TCP), [("dev", device([{"name": "a", "address": 0}]))], Collect(), timeout=0.3)
+@pytest.mark.parametrize("link", [Link.TCP, Link.RTU_OVER_TCP], ids=lambda l: l.value)
+async def test_timeouts_enforced_by_the_watchdog_task_close_the_connection(modbus_server, link):
+    server = await modbus_server(rtu_tcp=True)
+    p = poller(endpoint(server, link), [("dev", device([{"name": "a", "address": 0}]))], Collect(), timeout=0.3)
     await p.connect()
     async with trio.open_nursery() as nursery:
         await nursery.start(p.client.watch_timeouts)
