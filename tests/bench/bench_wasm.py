@@ -133,10 +133,10 @@ def run() -> list[dict]:
     return [
         {"name": "wasm_processor", "value": round(rate), "unit": "readings/s", "baseline": round(base),
          "ratio": round(ratio, 2), "target": f">= {TARGET}", "passed": ratio >= TARGET},
+        # Boundary = the wasm step's batch time minus the module's own; against the Python step's batch time.
         {"name": "wasm_processor_boundary", "value": round(boundary * 1e6, 1), "unit": "us/batch",
-         "baseline": round(inside * 1e6, 1), "ratio": round(boundary / inside, 2) if inside else None,
-         "target": "<= 50% of the Python baseline's batch time",
-         "passed": boundary <= 0.5 * py_t / len(batches)},
+         "baseline": round(py_t / len(batches) * 1e6, 1), "ratio": round(boundary / (py_t / len(batches)), 2),
+         "target": "<= 0.5", "passed": boundary <= 0.5 * py_t / len(batches), "module_us": round(inside * 1e6, 1)},
     ]
 
 
