@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sitegate.model import Batch
-from sitegate.registry.modules import ModuleRefused, publish_module
+from sitegate.registry.modules import ModuleRefused
 from sitegate.registry.repository import RegistryError
 from sitegate.registry.store import PluginStore
 from sitegate.structure import structure
