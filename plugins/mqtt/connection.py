@@ -220,16 +220,21 @@ class Connection:
         self._set_state("offline", "stopped")
 
     # --- publishing (trio thread) ------------------------------------------------------
-    def publish_many(self, messages: Iterable[tuple[str, bytes]], qos: int, retain: bool = False) -> Delivery:
+    def publish_many(self, messages: Iterable[tuple[str, bytes]], qos: int, retain: bool = False,
+                     delivery: Delivery | None = None) -> Delivery:
         """Hand messages to paho; the returned Delivery completes when every PUBACK is in.
 
         `messages` may be a generator: encoding the next message while paho's thread
-        sends the previous ones overlaps the two.
+        sends the previous ones overlaps the two. Pass the `delivery` of an earlier
+        call to add to it (a long delivery published in slices).
         """
         if not self.online or self.client is None:
             raise NotConnected(f"{self.where}: not connected ({self.reason or self.state})")
-        delivery = Delivery(0)
-        delivery.event = trio.Event()
+        if delivery is None:
+            delivery = Delivery(0)
+            delivery.sent = 0
+        if delivery.event.is_set() and delivery.error is None:
+            delivery.event = trio.Event()    # completed slices so far; more to wait for now
         pending = self._pending
         client = self.client
         publish = client.publish
@@ -267,7 +272,7 @@ class Connection:
             delivery.remaining += n
         if delivery.remaining == 0:
             delivery.event.set()
-        delivery.sent = n
+        delivery.sent += n
         self.published += n
         return delivery
 

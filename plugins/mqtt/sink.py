@@ -6,6 +6,7 @@ the readings and retries), it never blocks for the whole outage nor crashes the 
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any, Iterator, Sequence
 
@@ -19,6 +20,7 @@ from .config import PublishConfig
 from .connection import Connection, NotConnected
 from .origins import OriginBook
 
+SLICE = 256
 _WILDCARDS = str.maketrans({"+": "_", "#": "_", "\x00": "_"})
 
 
@@ -75,8 +77,18 @@ class MqttSink:
     async def deliver(self, batches: Sequence[Batch]) -> None:
         if not batches:
             return
+        messages = self.messages(batches)
+        delivery = None
         try:
-            delivery = self.conn.publish_many(self.messages(batches), self.cfg.qos, self.cfg.retain)
+            # Slices of SLICE messages with a checkpoint between: a delivery of thousands of
+            # readings in point mode must not hold the trio loop for its whole encoding.
+            while True:
+                before = delivery.sent if delivery is not None else 0
+                delivery = self.conn.publish_many(itertools.islice(messages, SLICE), self.cfg.qos,
+                                                  self.cfg.retain, delivery)
+                if delivery.sent - before < SLICE or delivery.error is not None:
+                    break
+                await trio.lowlevel.checkpoint()
         except NotConnected as exc:
             self._failed(str(exc))
             raise SinkError(str(exc)) from None

@@ -221,3 +221,17 @@ storage: {normal_period: 50ms, retry_initial: 20ms, retry_max: 200ms}
         seqs = _reading_seqs(obs.messages, f"s/{d}")
         assert seqs == sorted(seqs), f"{d}: readings out of order after dedup"
         assert seqs[:target[d]] == list(range(target[d]))
+
+
+async def test_long_point_mode_delivery_is_published_in_slices_and_fully_acknowledged(mosquitto, tmp_path):
+    broker = mosquitto()
+    extra = "publish: {mode: point}"
+    with MqttObserver(broker, "s/#") as obs:
+        async with running_site(tmp_path, site_with(mqtt_entry("uplink", broker, extra=extra), site="s")) as host:
+            await loaded(host, "uplink")
+            sink = host.sinks["uplink"]
+            await sink.deliver(make_batches("d", 60, per_batch=10))       # 600 messages: three slices
+            assert sink.counters["messages"] == 600 and sink.counters["readings"] == 600
+            assert host.entry("uplink").data["connection"].describe()["in_flight"] == 0
+            msgs = await obs.wait_count(600, "s/d/+")
+    assert sorted(json.loads(m.payload)["seqNo"] for m in msgs) == list(range(600))
