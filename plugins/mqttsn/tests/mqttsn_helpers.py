@@ -22,12 +22,13 @@ DEADLINE = 10.0
 
 async def until(condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
     """Wait until `condition()` is truthy, failing after `timeout` seconds."""
-    with trio.fail_after(timeout):
+    with trio.move_on_after(timeout):
         while True:
             value = condition()
             if value:
                 return value
             await trio.sleep(0.005)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 class Recorder:
