@@ -24,7 +24,7 @@ async def start_twins(host: "SiteHost", nursery: trio.Nursery):
     from ..twins import Twins
     twins = host.services.get("twins")
     if twins is None:
-        twins = Twins(host)
+        twins = await trio.to_thread.run_sync(Twins, host)     # opens SQLite: off the event loop
         host.services["twins"] = twins
         await nursery.start(twins.run)
     return twins
@@ -38,11 +38,13 @@ async def start_api(host: "SiteHost", nursery: trio.Nursery, **kw) -> "ApiServer
     settings = host.loaded.site.api
     if not settings.enabled:
         return None
+    if "tokens" not in kw:
+        kw["tokens"] = await trio.to_thread.run_sync(TokenStore, host.state_dir)
     server = ApiServer(host, settings, **kw)
     await nursery.start(server.run)
     host.services["api"] = server
     if settings.demo_token:
-        token = ensure_demo_token(host.state_dir, settings.demo_token)
+        token = await trio.to_thread.run_sync(ensure_demo_token, host.state_dir, settings.demo_token)
         log.info("dashboard on %s#token=%s (a fresh %s token; WebSocket API at %s)",
                  server.url, token, settings.demo_token, server.ws_url)
     else:

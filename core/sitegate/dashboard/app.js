@@ -79,10 +79,13 @@ async function refreshSite() {
   const s = await call("get_site");
   $("site-name").textContent = s.site;
   const box = $("summary");
-  box.replaceChildren(
-    ...[["entries", s.entries], ["devices", s.devices], ["readings in", s.readings_in],
-        ["uptime", `${Math.round(s.uptime)} s`], ["role", s.role]]
-      .map(([k, v]) => el("div", {}, el("b", {}, v), k)));
+  const items = [["entries", s.entries], ["devices", s.devices], ["readings in", s.readings_in],
+                 ["uptime", `${Math.round(s.uptime)} s`], ["role", s.role]];
+  if (s.dataplane && s.dataplane.stored) {
+    const stored = Object.values(s.dataplane.stored).reduce((n, c) => n + (c.readings || 0), 0);
+    items.splice(3, 0, ["readings in the WAL", stored]);
+  }
+  box.replaceChildren(...items.map(([k, v]) => el("div", {"data-testid": "summary-" + k.replace(/ /g, "-")}, el("b", {}, v), k)));
   state.sinks = Object.assign({}, s.sinks, state.sinks);
   if (s.dataplane && s.dataplane.sinks) for (const [k, v] of Object.entries(s.dataplane.sinks)) Object.assign(state.sinks[k] ||= {}, v);
   renderSinks();
