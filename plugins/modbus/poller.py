@@ -235,14 +235,14 @@ class LinkPoller:
                 dev.online = True
                 if was is False:
                     dev.counters["back_online"] += 1
-                    self.emit("device.online", device=dev.name, message=f"{dev.name} answers again")
+                    self.emit("modbus.device_online", device=dev.name, message=f"{dev.name} answers again")
             return
         dev.failures += 1
         dev.counters["poll_failures"] += 1
         if dev.online is not False and dev.failures >= self.offline_after:
             dev.online = False
             dev.counters["went_offline"] += 1
-            self.emit("device.offline", device=dev.name, severity=Severity.WARNING,
+            self.emit("modbus.device_offline", device=dev.name, severity=Severity.WARNING,
                       message=f"{dev.name} offline after {dev.failures} unanswered polls: {dev.last_error}",
                       reason=dev.last_error, failures=dev.failures)
         if dev.online is False:
@@ -290,7 +290,7 @@ class LinkPoller:
                     await self.client.connect()
                 except ModbusConnectionError as exc:
                     self.counters["reconnect_failures"] += 1
-                    self.emit("link.reconnect_failed", message=str(exc), retry_in=delay)
+                    self.emit("modbus.reconnect_failed", message=str(exc), retry_in=delay)
                     await trio.sleep(delay * (1 + 0.2 * self._rng.random()))
                     delay = min(delay * 2, self.reconnect_max)
                     continue
@@ -298,7 +298,7 @@ class LinkPoller:
                 delay = self.reconnect_min
                 for dev in self.devices.values():
                     dev.next_probe = 0.0   # probe offline devices now that the line is back
-                self.emit("link.connected", message=f"reconnected to {self.endpoint.describe()}")
+                self.emit("modbus.reconnected", message=f"reconnected to {self.endpoint.describe()}")
                 break
 
     # --- writing ------------------------------------------------------------------------

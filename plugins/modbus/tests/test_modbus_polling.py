@@ -240,10 +240,10 @@ async def test_slow_device_times_out_goes_offline_and_comes_back(modbus_server):
         assert dev.counters["faults_timeout"] + dev.counters["faults_connection"] >= 2
         # once one request timed out, the other one of the same cycle is not tried
         assert p.client.counters["timeouts"] == dev.counters["faults_timeout"]
-        assert "device.offline" in out.kinds()
+        assert "modbus.device_offline" in out.kinds()
         await server.command("delay 0")
         await wait_for(lambda: dev.online is True and out.last("a") == (0x1234, 0), what="device back online")
-        assert "device.online" in out.kinds()
+        assert "modbus.device_online" in out.kinds()
         nursery.cancel_scope.cancel()
     await p.aclose()
 
