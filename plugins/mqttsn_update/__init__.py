@@ -26,6 +26,7 @@ class UpdateEntryConfig:
     host: str = "127.0.0.1"
     port: int = 1885
     chunk_size: int = 1024            # payload octets per PUBLISH; small links want small chunks
+    window: int = 8                   # chunks in flight per device (go-back-N)
     retry: float = 0.5                # seconds before an unanswered request is sent again
     request_timeout: float = 10.0     # seconds without an answer before a device counts as unreachable
     golden: dict | None = None        # desired config: drift is reported as `config.drift` events
@@ -64,7 +65,7 @@ async def setup_entry(entry) -> None:
         entry.emit(kind, device=device, message=message, **data)
 
     handler = MqttsnUpdateHandler(trusted_from_hex(cfg.trusted_keys), host=cfg.host, port=cfg.port,
-                                  chunk_size=cfg.chunk_size, retry=cfg.retry, request_timeout=cfg.request_timeout,
+                                  chunk_size=cfg.chunk_size, window=cfg.window, retry=cfg.retry, request_timeout=cfg.request_timeout,
                                   emit=emit, golden=cfg.golden)
     entry.data["handler"] = handler
     await entry.start(handler.serve, name=f"{entry.id}:udp")
