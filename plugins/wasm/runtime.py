@@ -22,6 +22,7 @@ import wasmtime
 from . import abi
 
 PAGE = 65536
+SIGNATURES = {"alloc": ["i32"], "process": ["i32", "i32"], "init": ["i32", "i32"]}   # all return i32
 EPOCH_TICK = 0.001          # seconds per epoch tick while a call runs
 
 
@@ -216,6 +217,14 @@ class Sandbox:
         self.memory = self.exports["memory"]
         if not isinstance(self.memory, wasmtime.Memory):
             raise ModuleFailure("link", f"{where}: export 'memory' is not a memory")
+        for name, params in SIGNATURES.items():
+            func = self.exports.get(name)
+            if func is None:
+                continue
+            ty = func.type(store) if isinstance(func, wasmtime.Func) else None
+            if ty is None or [str(p) for p in ty.params] != params or [str(r) for r in ty.results] != ["i32"]:
+                raise ModuleFailure("link", f"{where}: export {name!r} must be a function "
+                                    f"({', '.join(params)}) -> i32 (see docs/wasm-processors.md)")
         try:    # wasmtime-py's data_ptr costs several µs a call; the raw call is what it wraps
             from wasmtime import _ffi as ffi
             self._ctx, self._mref = store._context(), ctypes.byref(self.memory._memory)
@@ -227,7 +236,10 @@ class Sandbox:
         self.capacity = 0
         self.frame = 0
         self.fuel_used = 0
-        self._configure(dict(config or {}))
+        try:
+            self._configure(dict(config or {}))
+        except wasmtime.WasmtimeError as exc:     # e.g. an immutable `max_points` global
+            raise ModuleFailure("init", f"{where}: {str(exc).splitlines()[0]}") from None
 
     # -- set-up ----------------------------------------------------------------------------
     def _configure(self, config: dict[str, Any]) -> None:

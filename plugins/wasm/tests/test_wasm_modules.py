@@ -101,3 +101,11 @@ def test_module_without_the_abi_exports_is_refused(tmp_path, dev):
     path.write_text("(module (memory (export \"memory\") 1))")
     with pytest.raises(ValueError, match="does not export alloc, process"):
         dev(str(path))
+
+
+def test_export_with_the_wrong_signature_is_refused(tmp_path, dev):
+    path = tmp_path / "wrong.wat"
+    path.write_text('(module (memory (export "memory") 1) (func (export "alloc") (param i32) (result i32) i32.const 8)'
+                    ' (func (export "process") (param i32) (result i32) i32.const 0))')
+    with pytest.raises(ValueError, match=r"export 'process' must be a function \(i32, i32\) -> i32"):
+        dev(str(path))
