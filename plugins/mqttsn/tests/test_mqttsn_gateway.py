@@ -393,3 +393,17 @@ async def test_buffer_for_a_sleeping_client_is_bounded_keeping_the_newest(harnes
     got = [(await cl.expect(c.Publish)).data for _ in range(3)]
     assert got == [b"7", b"8", b"9"]
     await cl.expect(c.Pingresp)
+
+
+async def test_qos_minus1_is_rate_limited_and_can_be_switched_off(harness, raw_client):
+    gw, rec = await harness.gateway(predefined={1: "a/b"}, anonymous_rate_limit=5.0)
+    cl = await raw_client(gw.address[1])
+    for _ in range(50):
+        await cl.send(c.Publish(1, 0, b"1", qos=-1, topic_id_type=TopicIdType.PREDEFINED))
+    await until(lambda: gw.stats["qos_minus1_in"] + gw.stats["rate_limited"] == 50)
+    assert gw.stats["rate_limited"] >= 40
+    off, _ = await harness.gateway(predefined={1: "a/b"}, allow_qos_minus1=False)
+    cl2 = await raw_client(off.address[1])
+    await cl2.send(c.Publish(1, 0, b"1", qos=-1, topic_id_type=TopicIdType.PREDEFINED))
+    await until(lambda: off.stats["unknown_client"] == 1)
+    assert off.stats["qos_minus1_in"] == 0
