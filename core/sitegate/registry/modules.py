@@ -183,3 +183,58 @@ class ModuleStore:
             store.audit.record("module", ref, "refused", check=exc.check, detail=exc.detail, version=version)
             raise exc from None
         return VerifiedModule(publisher, name, version, signed, data, path)
+
+
+@attrs.frozen(slots=True)
+class PublishedModule:
+    publisher: str
+    path: str
+    name: str
+    version: str
+    length: int
+    sha256: str
+
+
+def is_module_target(custom: object) -> bool:
+    """True for a module's signed target (plugin listings and checks skip these)."""
+    return isinstance(custom, dict) and custom.get("kind") == MODULE_KIND
+
+
+def published_modules(repo: Repository) -> list[PublishedModule]:
+    """Every signed module in the registry, for `sitegate registry list` and `verify`."""
+    out = []
+    for publisher in sorted(repo.publishers()):
+        md = repo.targets(publisher)
+        if md is None:
+            continue
+        for path, target in sorted(md.signed.targets.items()):
+            custom = target.custom or {}
+            if is_module_target(custom):
+                out.append(PublishedModule(publisher, path, str(custom.get("module")), str(custom.get("version")),
+                                           target.length, target.hashes.get("sha256", "")))
+    return out
+
+
+def verify_modules(registry: Path, out=None) -> list[str]:
+    """Check every signed module as a brand-new site would (metadata walk, download, hash); the problems."""
+    import sys
+    import tempfile
+
+    from .client import TrustedIndex
+
+    out = out or sys.stdout
+    problems = []
+    modules = published_modules(Repository(registry))
+    with tempfile.TemporaryDirectory(prefix="sitegate-verify-modules-") as state:
+        index = TrustedIndex(registry, Path(state) / "trust")
+        for i, m in enumerate(modules, 1):
+            ref = f"{m.publisher}/{m.name}"
+            try:
+                info = index.targetinfo(ref, m.path)
+                if not index.download(ref, info).startswith(WASM_MAGIC):
+                    raise ModuleRefused(ref, "manifest", f"{m.path}: not a WebAssembly binary")
+                print(f"[{i}/{len(modules)}] ok  module {ref} {m.version}", file=out)
+            except PluginRefused as exc:
+                problems.append(f"wasm module {ref!r} {m.version}: refused ({exc.check}): {exc.detail}")
+                print(f"[{i}/{len(modules)}] BAD {problems[-1]}", file=out)
+    return problems

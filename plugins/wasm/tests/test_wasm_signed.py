@@ -102,3 +102,15 @@ def test_bad_module_reference_is_refused(lab):
 def test_yaml_number_version_is_a_pin(lab):
     lab.publish("threshold", "1.0", wasm_bytes("threshold.wat"))
     assert signed_step(lab, module="acme/threshold", version=1.0).label == "acme/threshold 1.0"
+
+
+def test_registry_owner_can_list_and_verify_modules(lab, capsys):
+    from sitegate.registry.modules import published_modules, verify_modules
+
+    assert [(m.publisher, m.name, m.version) for m in published_modules(lab.repo)] == [
+        ("acme", "moving_average", "1.0.0"), ("acme", "threshold", "1.0.0")]
+    assert verify_modules(lab.repo.path) == []
+    blob = next((lab.repo.targets_dir / "plugins" / "acme").glob("*.threshold-1.0.0.wasm"))
+    blob.write_bytes(b"\0asm" + bytes(blob.stat().st_size - 4))
+    (problem,) = verify_modules(lab.repo.path)
+    assert problem.startswith("wasm module 'acme/threshold' 1.0.0: refused (artifact-hash)")
