@@ -143,3 +143,28 @@ async def test_plugin_upgrades_are_for_admins_and_need_the_signed_registry(tmp_p
             host.services["twins"].report("sim.dev0", config_version="7")
             dev = (await c.call("get_device", device_id="sim.dev0"))["result"]
             assert (dev["reported_config"], dev["drift"]) == ("7", False)
+
+
+async def test_events_and_readings_are_serialised_once_for_all_subscribers(tmp_path, monkeypatch):
+    import sitegate.api.fanout as fanout
+    calls = []
+    real = fanout._dumps
+    monkeypatch.setattr(fanout, "_dumps", lambda obj: calls.append(obj.get("kind")) or real(obj))
+    async with api_site(tmp_path, interval=0.05) as (host, server, tokens):
+        token, _ = tokens.create("viewer")
+        async with connect(server, token) as a, connect(server, token) as b, connect(server, token) as c:
+            subs = [(cl, await cl.call("subscribe_events", kinds=["test.*"])) for cl in (a, b, c)]
+            from sitegate.model import Event
+            host.events.emit(Event("test.once", "t", message="hello"))
+            for cl, sub in subs:
+                assert (await cl.event(sub["id"]))["message"] == "hello"
+            assert calls.count("test.once") == 1
+            rsubs = [(cl, await cl.call("subscribe_readings", max_rate=10)) for cl in (a, b, c)]
+            assert len(server.readings.groups) == 1
+            bodies, messages = calls.count("readings"), server.readings.messages
+            for _ in range(2):
+                for cl, sub in rsubs:
+                    await cl.event(sub["id"])
+            # Three subscribers with the same filter: one body per flush, sent three times.
+            flushes = calls.count("readings") - bodies
+            assert flushes >= 1 and server.readings.messages - messages == 3 * flushes

@@ -7,10 +7,12 @@ import shutil
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import trio
 
+from sitegate.model import Event, Severity
 from tests.api.support import api_site
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -30,7 +32,7 @@ def _need_browser() -> None:
         pytest.skip("playwright (python) is not installed: pip install -e '.[test]'")
 
 
-def _drive(url: str, token: str, shots: Path) -> dict:
+def _drive(url: str, token: str, shots: Path, emit: Callable[[Event], None]) -> dict:
     from playwright.sync_api import expect, sync_playwright
 
     profile = tempfile.mkdtemp(prefix="sitegate-chromium-")
@@ -69,6 +71,17 @@ def _drive(url: str, token: str, shots: Path) -> dict:
                 expect(page.get_by_test_id("cmd-result")).to_have_text("ack: sim.dev0/temperature = 123.50",
                                                                        timeout=15_000)
                 expect(cell).to_have_text("123.50", timeout=15_000)
+                # Sink connectivity, alarms and rollout progress come from site events.
+                emit(Event("sink.state", "uplink", data={"sink": "uplink", "from": "online", "state": "offline",
+                                                        "reason": "connection refused"}))
+                emit(Event("alert", "route0", "sim.dev1", "temperature", Severity.CRITICAL, "too hot",
+                           data={"level": "critical"}))
+                emit(Event("rollout.progress", "core", message="wave 1",
+                           data={"rollout": "fw-2.1", "state": "running", "done": 3, "total": 10, "wave": 1}))
+                expect(page.locator('tr[data-sink="uplink"]')).to_contain_text("offline", timeout=15_000)
+                expect(page.locator('tr[data-device="sim.dev1"]')).to_contain_text("temperature: critical",
+                                                                                   timeout=15_000)
+                expect(page.locator('[data-rollout="fw-2.1"]')).to_contain_text("3/10", timeout=15_000)
                 page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
                 out["errors"] = errors
             finally:
@@ -84,7 +97,10 @@ async def test_dashboard_logs_in_shows_live_values_and_round_trips_an_operator_c
         token, _ = tokens.create("operator", "browser")
         page = await trio.to_thread.run_sync(lambda: urllib.request.urlopen(server.url, timeout=10).read())
         assert b"sitegate" in page and b"app.js" in page
-        out = await trio.to_thread.run_sync(_drive, server.url, token, tmp_path)
+        def emit(event: Event) -> None:      # from the browser's thread onto the site's, as an entry would
+            trio.from_thread.run_sync(host.events.emit, event)
+
+        out = await trio.to_thread.run_sync(_drive, server.url, token, tmp_path, emit)
         assert out["first"] != out["later"]
         assert out["errors"] == []
         assert server.counters["deflate_connections"] >= 1     # Chromium negotiated permessage-deflate
