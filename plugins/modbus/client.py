@@ -94,7 +94,7 @@ class ModbusClient:
 
     def __init__(self, open_stream: Callable[[], Awaitable[Any]], *, framing: str = "socket",
                  timeout: float = 1.0, frame_gap: float = 0.0, name: str = "modbus",
-                 drop_on_timeout: bool | None = None):
+                 drop_on_timeout: bool | None = None, local_echo: bool = False):
         self._open = open_stream
         self.framing = framing
         self.timeout = timeout
@@ -105,6 +105,7 @@ class ModbusClient:
         self._framer = FramerSocket(decoder) if framing == "socket" else FramerRTU(decoder)
         self._rtu = framing != "socket"
         self.drop_on_timeout = (not self._rtu) if drop_on_timeout is None else drop_on_timeout
+        self.local_echo = local_echo   # RS-485 adapters that hear their own transmission
         self._stream: Any = None            # a transport channel: send, receive, aclose
         self._lock = trio.Lock()
         self._buf = bytearray()
@@ -241,6 +242,8 @@ class ModbusClient:
         buf = self._buf
         try:
             await stream.send(frame)
+            if self.local_echo:
+                await self._skip_echo(stream, frame)
             while True:
                 used, dev_id, rx_tid, pdu_bytes = self._framer.decode(buf) if buf else (0, 0, 0, b"")
                 if not used:
@@ -287,6 +290,19 @@ class ModbusClient:
                                     f"({len(pdu_bytes)} bytes: {bytes(pdu_bytes[:16]).hex()})")
         self.counters["answers"] += 1
         return pdu
+
+    async def _skip_echo(self, stream: Any, frame: bytes) -> None:
+        buf = self._buf
+        while len(buf) < len(frame):
+            data = await stream.receive()
+            if not data:
+                raise await self._drop("closed by the device")
+            buf += data
+        if buf[:len(frame)] != frame:
+            self.counters["malformed"] += 1
+            self._dirty = True
+            raise ModbusDecodeError("the local echo of the request came back garbled (local_echo: true)")
+        del buf[:len(frame)]
 
     def _decode(self, pdu_bytes: bytes) -> Any:
         # pymodbus's answer classes decode the data; DecodePDU.decode would do the same plus a

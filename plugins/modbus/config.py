@@ -75,6 +75,7 @@ class ModbusConfig:
     bytesize: int = 8
     parity: str = "N"
     stopbits: int = 1
+    local_echo: bool = False                   # RS-485 converter that echoes what it sends
     timeout: Duration = Duration(1.0)          # per request
     connect_timeout: Duration = Duration(3.0)
     offline_after: int = 3                     # consecutive unanswered polls before a device is offline
@@ -111,7 +112,7 @@ class ModbusConfig:
 
     def endpoint(self) -> Endpoint:
         return Endpoint(self.link, self.host, self.port, self.serial, self.baudrate, self.bytesize,
-                        self.parity, self.stopbits)
+                        self.parity, self.stopbits, self.local_echo)
 
     def device_configs(self) -> list[DeviceConfig]:
         if self.devices:

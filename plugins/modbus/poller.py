@@ -108,7 +108,8 @@ class LinkPoller:
                                    timeout=timeout, frame_gap=endpoint.frame_gap, name=endpoint.describe(),
                                    # RTU frames carry no transaction id: over TCP, a fresh connection is
                                    # the only sure way a late answer is not taken for the next one.
-                                   drop_on_timeout=endpoint.link is not Link.RTU)
+                                   drop_on_timeout=endpoint.link is not Link.RTU,
+                                   local_echo=endpoint.local_echo)
         self._reconnect_needed = trio.Event()
         self.counters: Counter[str] = Counter()
         self._rng = random.Random()

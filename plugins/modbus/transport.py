@@ -48,6 +48,7 @@ class Endpoint:
     bytesize: int = 8
     parity: str = "N"              # N, E, O
     stopbits: int = 1
+    local_echo: bool = False       # the adapter hears its own transmission (some RS-485 converters)
 
     def __attrs_post_init__(self) -> None:
         if self.link is Link.RTU:

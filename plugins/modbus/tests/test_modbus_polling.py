@@ -7,7 +7,7 @@ import pytest
 import trio
 
 from plugins.modbus.client import ModbusConnectionError, ModbusTimeout
-from plugins.modbus.config import DeviceConfig
+from plugins.modbus.config import DeviceConfig, ModbusConfig
 from plugins.modbus.poller import LinkPoller
 from plugins.modbus.registermap import Table
 from plugins.modbus.tests.layout import GAPS, POINTS
@@ -405,6 +405,55 @@ async def test_polls_start_on_a_fixed_grid_of_deadlines(autojump_clock, delay):
         assert dev.counters["missed_deadlines"] >= 11
         assert all(b2 - b1 >= delay - 1e-9 for b1, b2 in zip(began, began[1:]))
     await p.aclose()
+
+
+class EchoingRtuDevice:
+    """An RS-485 line whose converter echoes every request before unit 1 answers it (RTU framing)."""
+
+    abortable = False
+
+    def __init__(self, garble: bool = False):
+        from pymodbus.framer import FramerRTU
+        self.rtu = FramerRTU(None)
+        self.garble = garble
+        self.pending = b""
+
+    async def send(self, frame: bytes) -> None:
+        count = int.from_bytes(frame[4:6], "big")
+        answer = self.rtu.encode(bytes([3, 2 * count]) + bytes(range(2 * count)), frame[0], 0)
+        echo = bytes([frame[0] ^ 0xFF]) + frame[1:] if self.garble else frame
+        self.pending = echo + answer
+
+    async def receive(self) -> bytes:
+        await trio.lowlevel.checkpoint()
+        # the echo and the answer arrive in two pieces, as they would on a line
+        data, self.pending = self.pending[:5], self.pending[5:]
+        return data
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_local_echo_of_an_rs485_converter_is_skipped():
+    for garble in (False, True):
+        line = EchoingRtuDevice(garble)
+
+        async def open_line(ep, timeout):
+            return line
+
+        out = Collect()
+        ep = structure({"link": "rtu", "serial": "/dev/null", "local_echo": True,
+                        "points": [{"name": "a", "address": 0, "type": "uint32"}]}, ModbusConfig).endpoint()
+        p = poller(ep, [("dev", device([{"name": "a", "address": 0, "type": "uint32"}]))], out,
+                   open_channel=open_line)
+        await p.connect()
+        dev = p.devices["dev"]
+        batch = await p.poll_once(dev, dev.groups[0][1])
+        if garble:
+            assert list(batch.quality) == [Quality.BAD_DECODE] and "local echo" in dev.last_error
+        else:
+            assert batch.values == [0x00010203] and batch.quality is None
+        await p.aclose()
 
 
 # --- writes -----------------------------------------------------------------------
