@@ -57,3 +57,17 @@ async def test_the_guides_site_runs_the_module_next_to_the_site_file(tmp_path):
         (step,) = route.steps
         await wait_for(lambda: step.stats()["readings_out"] >= 5, 10, what="readings through the guide's module")
         assert step.label == "UNSIGNED spike_filter.wat" and step.failures == 0
+
+
+async def test_the_example_site_runs_both_modules_and_its_shadow(tmp_path):
+    from sitegate.testing import running_site, wait_for
+
+    example = Path(__file__).resolve().parents[3] / "examples" / "wasm"
+    for name in ("moving_average.wat", "threshold.wat"):
+        (tmp_path / name).write_text((example / name).read_text())
+    text = (example / "site.yaml").read_text().replace("interval: 500ms", "interval: 10ms")
+    async with running_site(tmp_path, text) as host:
+        smoothed, alerts = host.services["dataplane"].table.routes
+        await wait_for(lambda: smoothed.steps[0].stats()["shadow"]["readings"] >= 10 and
+                       alerts.steps[0].stats()["readings_out"] >= 10, 10, what="both routes running")
+        assert smoothed.steps[0].failures == alerts.steps[0].failures == 0
