@@ -4,7 +4,8 @@
 publishing at QoS 0 (offered faster than the target; the figure is what the gateway
 took in while saturated). `mqttsn_qos1`: acknowledged publishes/s at QoS 1, each client
 with one publish outstanding (as the spec allows), and the p99 PUBACK latency (with
-1,000 publishes always in flight, latency is about 1,000 / throughput: Little's law).
+1,000 publishes always in flight, latency is about 1,000 / throughput: Little's law);
+`mqttsn_qos1_p99_at_2000`: the p99 PUBACK latency when the same clients offer 2,000/s.
 The load generator is another process using the plugin's codec. Baseline, same run,
 same load generator: a bare UDP server that counts (QoS 0) or answers PUBACK (QoS 1)
 without sessions, topics, payload mapping or pipeline: the ratio is the share of
