@@ -109,3 +109,13 @@ def test_export_with_the_wrong_signature_is_refused(tmp_path, dev):
                     ' (func (export "process") (param i32) (result i32) i32.const 0))')
     with pytest.raises(ValueError, match=r"export 'process' must be a function \(i32, i32\) -> i32"):
         dev(str(path))
+
+
+def test_points_beyond_max_points_are_dropped_counted_and_said_once(dev, ctx):
+    step = dev("moving_average.wat", ctx, max_points=2, config={"window": 1})
+    out = step.process(Batch("d", ["a", "b", "c"], [1.0, 2.0, 3.0], [1.0, 1.0, 1.0]))
+    assert out.points == ["a", "b"] and out.values == [1.0, 2.0]
+    step.process(Batch("d2", ["a"], [4.0], [1.0]))
+    assert step.stats()["unmapped"] == 2
+    (warning,) = ctx.kinds("wasm.points_exceeded")
+    assert warning.data["max_points"] == 2
