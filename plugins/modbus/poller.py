@@ -55,6 +55,14 @@ class Lateness:
                 "max_ms": self.max * 1000}
 
 
+def _has_filler(req: ReadRequest) -> bool:
+    """Whether a read includes addresses that no point of it uses."""
+    used = set()
+    for p, off in req.points:
+        used.update(range(off, off + p.width))
+    return len(used) < req.count
+
+
 class DeviceRuntime:
     """A device's read plan and what the poller knows about it right now."""
 
@@ -178,6 +186,7 @@ class LinkPoller:
         quality: list[int] = []
         answered = False
         silent_error: ModbusError | None = None
+        refused: list[ReadRequest] = []
         for req in requests:
             if silent_error is not None:
                 # The device did not answer this cycle: do not spend another timeout on it.
@@ -191,6 +200,8 @@ class LinkPoller:
                     silent_error = exc
                 else:
                     answered = True   # an exception or a garbled answer: the device is there
+                    if isinstance(exc, ModbusExceptionResponse) and exc.code == 2 and _has_filler(req):
+                        refused.append(req)
                 self._fail_points(dev, req, exc, names, values, stamps, quality)
                 continue
             answered = True
@@ -206,7 +217,28 @@ class LinkPoller:
                 values.append(value)
                 stamps.append(ts)
                 quality.append(q)
+        if refused:
+            self._split(dev, refused)
         return names, values, stamps, quality, answered, silent_error
+
+    def _split(self, dev: DeviceRuntime, refused: list[ReadRequest]) -> None:
+        # A merged read that included unused addresses was refused (illegal data address):
+        # the device has an undeclared gap. Read those points without filler from now on.
+        for req in refused:
+            exact = plan_reads([p for p, _ in req.points], max_gap=0, max_registers=dev.cfg.max_registers,
+                               max_bits=dev.cfg.max_bits)
+            for _, plan in dev.groups:     # the lists the poll loops iterate: changed in place
+                if req in plan:
+                    i = plan.index(req)
+                    plan[i:i + 1] = exact
+            for r in exact:
+                dev.decoders[r] = [(p.name, decoder(p), off) for p, off in r.points]
+            dev.counters["reads_split"] += 1
+            self.emit("modbus.read_split", device=dev.name, severity=Severity.WARNING,
+                      message=f"{dev.name} refused {req.table} {req.address}..{req.address + req.count - 1}; "
+                              f"reading its points in {len(exact)} reads from now on. Declare the hole under "
+                              f"gaps: to plan it from the start.",
+                      table=str(req.table), start=req.address, count=req.count, reads=len(exact))
 
     def _fail_points(self, dev: DeviceRuntime, req: ReadRequest, exc: ModbusError, names: list, values: list,
                      stamps: list, quality: list) -> None:

@@ -90,7 +90,7 @@ async def test_nearby_points_are_read_in_the_fewest_requests_and_gaps_are_respec
     await p.aclose()
 
 
-async def test_without_the_declared_gap_a_merged_read_is_refused_by_the_device(modbus_server):
+async def test_without_the_declared_gap_a_merged_read_is_refused_then_split(modbus_server):
     server = await modbus_server()
     out = Collect()
     pts = [{"name": "a", "address": 99}, {"name": "b", "address": 110}]
@@ -102,6 +102,13 @@ async def test_without_the_declared_gap_a_merged_read_is_refused_by_the_device(m
     assert batch.quality == [Quality.BAD_DEVICE, Quality.BAD_DEVICE]
     assert "exception 2 (illegal data address)" in p.devices["dev"].last_error
     assert p.devices["dev"].online is True        # it answered: refused, not gone
+    # it learns: the refused read is split into reads without the unused addresses, and says so
+    assert [(r.address, r.count) for r in requests] == [(99, 1), (110, 1)]
+    assert "modbus.read_split" in out.kinds() and p.devices["dev"].counters["reads_split"] == 1
+    await server.command("reset")
+    batch = await p.poll_once(p.devices["dev"], requests)
+    assert batch.quality is None and batch.values == [0, 7]
+    assert await server.stats() == {"requests": 2, "3:99:1": 1, "3:110:1": 1}
     await p.aclose()
 
 
