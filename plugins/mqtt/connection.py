@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import ssl
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -112,6 +113,10 @@ class Connection:
         self._inbox: collections.deque = collections.deque()
         self._inbox_event = trio.Event()
         self._ack_wake = False
+        # Wake trio for PUBACKs only once the outstanding ones could all be in (or after 2 ms):
+        # one wake per delivery instead of one per PUBACK (each costs a syscall and a GIL hand-off).
+        self._ack_threshold = 1
+        self._ack_woke = 0.0
         self._in_wake = False
         self._token: trio.lowlevel.TrioToken | None = None
         self.client: _Client | None = None
@@ -239,6 +244,7 @@ class Connection:
         client = self.client
         publish = client.publish
         n = 0
+        self._ack_threshold = 1 << 30      # while publishing, only the 2 ms fallback wakes us
         # paho wakes its network thread with one byte on a socket pair per publish() (a syscall
         # and a thread switch each); in a burst, wake it every 32 messages instead. Guarded:
         # if a paho release renames the attribute, publishing simply stays as paho does it.
@@ -270,6 +276,9 @@ class Connection:
                     pass
         if qos:
             delivery.remaining += n
+        self._ack_threshold = max(1, len(pending))
+        if len(self._acks) >= self._ack_threshold and not self._ack_wake:
+            self._drain_acks()
         if delivery.remaining == 0:
             delivery.event.set()
         delivery.sent += n
@@ -279,6 +288,12 @@ class Connection:
     def _drain_acks(self) -> None:
         self._ack_wake = False
         acks, pending = self._acks, self._pending
+        try:
+            self._drain(acks, pending)
+        finally:
+            self._ack_threshold = max(1, len(pending))
+
+    def _drain(self, acks: collections.deque, pending: dict[int, Delivery]) -> None:
         while acks:
             mid, code = acks.popleft()
             delivery = pending.pop(mid, None)
@@ -387,10 +402,14 @@ class Connection:
         self._call(self._lost, text)
 
     def _t_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        self._acks.append((mid, reason_code.value if reason_code.is_failure else 0))
+        acks = self._acks
+        acks.append((mid, reason_code.value if reason_code.is_failure else 0))
         if not self._ack_wake:
-            self._ack_wake = True
-            self._call(self._drain_acks)
+            now = time.monotonic()
+            if len(acks) >= self._ack_threshold or now - self._ack_woke > 0.002:
+                self._ack_wake = True
+                self._ack_woke = now
+                self._call(self._drain_acks)
 
     def _t_message(self, client, userdata, message) -> None:
         self._inbox.append((self.generation, message))
