@@ -220,3 +220,26 @@ async def test_a_client_reaching_the_hard_cap_is_disconnected_at_once(tmp_path):
                 await wait_for(lambda: server.counters["slow_disconnects"] == 1, timeout=20, what="hard cap")
         assert "hard cap" in server.disconnects[-1]["reason"]
         assert server.disconnects[-1]["over_soft_for"] < 60
+
+
+async def test_subscriptions_per_connection_and_open_sockets_are_capped(tmp_path):
+    from sitegate.api.server import MAX_SUBSCRIPTIONS
+    async with api_site(tmp_path) as (host, server, tokens):
+        token, _ = tokens.create("viewer")
+        async with connect(server, token) as c:
+            for i in range(MAX_SUBSCRIPTIONS):
+                await c.send({"id": i + 1, "type": "subscribe_events", "kinds": ["none"]})
+            for i in range(MAX_SUBSCRIPTIONS):
+                assert (await c.reply(i + 1))["success"]
+            c.next_id = MAX_SUBSCRIPTIONS + 1
+            res = await c.call("subscribe_events", kinds=["x"])
+            assert res["error"]["code"] == "not_allowed" and "at most" in res["error"]["message"]
+        server.max_clients = 2
+        idle = [await trio.open_tcp_stream("127.0.0.1", server.port) for _ in range(2)]   # never log in
+        await wait_for(lambda: server._open_sockets == 2, what="two idle sockets held")
+        extra = await trio.open_tcp_stream("127.0.0.1", server.port)
+        with trio.fail_after(5):
+            assert await extra.receive_some(100) == b""      # closed at once
+        assert server.counters["refused_sockets"] == 1
+        for s in idle + [extra]:
+            await s.aclose()

@@ -39,6 +39,8 @@ WS_PATH = "/api/websocket"
 MAX_FRAME = 1 << 20          # frames over 1 MiB close the connection (code 1009)
 AUTH_TIMEOUT = 10.0
 MAX_IN_FLIGHT = 8            # commands of one client running at once; more wait (its own backpressure)
+MAX_SUBSCRIPTIONS = 100      # per connection
+MAX_CLIENTS = 1000           # TCP connections at once (sockets that never log in included)
 
 
 class LoginLimiter:
@@ -82,13 +84,15 @@ def _error(mid: int | None, code: str, message: str) -> str:
 
 class ApiServer:
     def __init__(self, host: "SiteHost", settings: "ApiSettings", *, tokens: TokenStore | None = None,
-                 revoke_poll: float = 1.0):
+                 revoke_poll: float = 1.0, max_clients: int = MAX_CLIENTS):
         self.host = host
         self.settings = settings
         self.tokens = tokens or TokenStore(host.state_dir)
         self.limiter = LoginLimiter(settings.auth_failures, float(settings.auth_window))
         self._login_locks: dict[str, trio.Lock] = {}
         self.revoke_poll = revoke_poll
+        self.max_clients = max_clients
+        self._open_sockets = 0
         self.connections: dict[int, Connection] = {}
         self.readings = ReadingsHub(host)
         self.event_fanout = EventFanout(host)
@@ -98,7 +102,7 @@ class ApiServer:
         self.port = 0
         self.scheme = "https" if settings.tls_cert else "http"
         self.counters = {"connections": 0, "deflate_connections": 0, "auth_failed": 0, "auth_refused": 0, "slow_disconnects": 0,
-                         "revoked_disconnects": 0, "commands": 0, "http_requests": 0}
+                         "revoked_disconnects": 0, "commands": 0, "http_requests": 0, "refused_sockets": 0}
         self.disconnects: list[dict[str, Any]] = []       # the last few slow-client disconnects, for diagnostics
         self._scope = trio.CancelScope()
 
@@ -141,6 +145,14 @@ class ApiServer:
     # --- per TCP connection --------------------------------------------------------------------
     async def _handle(self, stream: trio.abc.Stream) -> None:
         remote = _remote(stream)
+        if self._open_sockets >= self.max_clients:
+            # Sockets cost memory even before they log in: beyond the cap, close at once.
+            self.counters["refused_sockets"] += 1
+            with trio.move_on_after(0.5) as cs:
+                cs.shield = True
+                await stream.aclose()
+            return
+        self._open_sockets += 1
         try:
             with trio.move_on_after(AUTH_TIMEOUT):
                 head, raw = await read_head(stream)
@@ -154,6 +166,7 @@ class ApiServer:
         except Exception:  # noqa: BLE001 - one bad client must not stop the server
             log.exception("API connection from %s failed", remote)
         finally:
+            self._open_sockets -= 1
             with trio.move_on_after(0.5) as cs:
                 cs.shield = True
                 await stream.aclose()
@@ -286,6 +299,10 @@ class ApiServer:
                 spec, args = parse_command(msg)
             except BadCommand as exc:
                 conn.send(_error(mid, exc.code, str(exc)))
+                continue
+            if spec.name.startswith("subscribe_") and len(conn.subscriptions) >= MAX_SUBSCRIPTIONS:
+                conn.send(_error(mid, "not_allowed", f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection; "
+                                                     "unsubscribe first"))
                 continue
             if role_rank(conn.role) < role_rank(spec.role):
                 conn.send(_error(mid, "unauthorized", f"{spec.name} needs the {spec.role} role; "
