@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sitegate.testing.mosquitto import free_port, publish_messages
-from tests.dataplane.dp_helpers import kill_gateway, start_gateway, stop_gateway, wait_until
+from tests.mqtt.helpers import kill_gateway, start_gateway, stop_gateway, wait_until
 
 pytestmark = pytest.mark.mosquitto
 
