@@ -17,30 +17,30 @@ from plugins.mqttsn.config import GatewayConfig
 
 
 
-def free_udp_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+async def gateway_port(host) -> int:
+    """The UDP port the entry's gateway bound (the sites here ask for port 0: any free one)."""
+    def bound():
+        gw = host.entry("sensors").data.get("gateway")
+        return gw is not None and gw.address is not None and gw.address[1]
+    return await wait_for(bound, what="the gateway listening")
 
 
 async def test_site_entry_publishes_readings_and_sends_commands(tmp_path, third_party, raw_client):
-    port = free_udp_port()
-    site = f"""
+    site = """
     site: t
     entries:
       - id: sensors
         domain: mqttsn
         config:
           host: 127.0.0.1
-          port: {port}
-          predefined: {{1: "line3/press/temp"}}
+          port: 0
+          predefined: {1: "line3/press/temp"}
           topics:
-            - {{topic: "line3/+/temp", device: "{{1}}", point: temp}}
+            - {topic: "line3/+/temp", device: "{1}", point: temp}
     """
     async with running_site(tmp_path, site) as host:
         rec = Recorder(host)
+        port = await gateway_port(host)
         node = third_party(port, "press")
         await node.do("send_connect")
         await node.do("send_publish_predefined", 1, b"71.5", 1)   # PUBACK after the pipeline took it
@@ -109,21 +109,20 @@ async def test_port_in_use_makes_the_entry_retry_saying_why(tmp_path):
 
 
 async def test_qos1_puback_comes_after_the_reading_is_committed_to_the_wal(tmp_path, third_party):
-    port = free_udp_port()
-    site = f"""
+    site = """
     site: t
     entries:
       - id: sensors
         domain: mqttsn
-        config: {{host: 127.0.0.1, port: {port}, predefined: {{1: "hall/temp"}}}}
+        config: {host: 127.0.0.1, port: 0, predefined: {1: "hall/temp"}}
       - id: hist
         domain: history
     routes:
-      - {{from: ["sensors.*/*"], to: [hist]}}
+      - {from: ["sensors.*/*"], to: [hist]}
     """
     async with running_site(tmp_path, site) as host:
         wal = host.services["dataplane"].wal
-        node = third_party(port, "press")
+        node = third_party(await gateway_port(host), "press")
         await node.do("send_connect")
         for i in range(5):
             await node.do("send_publish_predefined", 1, str(20 + i).encode(), 1)   # returns on PUBACK
