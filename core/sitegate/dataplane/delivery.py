@@ -15,11 +15,12 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
+import attrs
 import trio
 
 from ..model import Batch, Event, Severity
 from ..plugins import SinkError
-from .wal import CRITICAL, LOW, NORMAL, PRIORITY_NAMES, Record, encode_body, read_records
+from .wal import CRITICAL, LOW, NORMAL, PRIORITY_NAMES, batch_of, encode_body
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plane import DataPlane
@@ -35,6 +36,28 @@ def backoff(attempt: int, initial: float, cap: float, rng: random.Random) -> flo
     """Exponential backoff with jitter: a random delay in [d/2, d], d = initial * 2^(attempt-1) capped."""
     d = min(cap, initial * (2 ** max(0, attempt - 1)))
     return d * (0.5 + 0.5 * rng.random())
+
+
+@attrs.frozen(slots=True)
+class Chunk:
+    """Records of one priority after a cursor, read and decoded in a worker thread."""
+
+    after: int                 # the cursor it was read after
+    count: int                 # records read (all sinks')
+    last_id: int
+    first_created: float
+    batches: list              # this sink's records, decoded
+    readings: int
+
+
+def fetch_chunk(conn: sqlite3.Connection, prio: int, after: int, limit: int, needle: str) -> Chunk:
+    """Read up to `limit` records after `after` and decode the ones addressed to `needle` (",sink,")."""
+    rows = conn.execute("SELECT id, device, seq, n, targets, created, body FROM wal_records "
+                        "WHERE prio=? AND id>? ORDER BY id LIMIT ?", (prio, after, limit)).fetchall()
+    if not rows:
+        return Chunk(after, 0, after, 0.0, [], 0)
+    batches = [batch_of(device, seq, body) for _, device, seq, n, targets, _, body in rows if needle in targets]
+    return Chunk(after, len(rows), rows[-1][0], rows[0][5], batches, sum(len(b) for b in batches))
 
 
 def load_cursors(conn: sqlite3.Connection, sink: str) -> list[int]:
@@ -63,6 +86,7 @@ class SinkDelivery:
         self._rng = random.Random()
         self.scope = trio.CancelScope()
         self._needle = f",{sink_id},"
+        self._prefetched: dict[int, Chunk] = {}
 
     # --- told by the plane -----------------------------------------------------------
     def notify(self, prio_counts: Sequence[int]) -> None:
@@ -105,24 +129,33 @@ class SinkDelivery:
         plane = self.plane
         next_due = math.inf
         now = time.time()
+        limit = plane.fetch_records
         for prio in (CRITICAL, NORMAL, LOW):
-            records = await trio.to_thread.run_sync(read_records, conn, prio, self.cursors[prio],
-                                                    plane.fetch_records)
-            if not records:
+            chunk = self._prefetched.pop(prio, None)
+            if chunk is None or chunk.after != self.cursors[prio]:
+                chunk = await trio.to_thread.run_sync(fetch_chunk, conn, prio, self.cursors[prio], limit,
+                                                      self._needle)
+            if not chunk.count:
                 continue
-            needle = self._needle
-            mine = [r for r in records if needle in r.targets]
-            if prio != CRITICAL and len(records) < plane.fetch_records:
-                readings = sum(r.n for r in mine)
-                due = records[0].created + plane.periods[prio]
-                if readings < plane.batch_readings and due > now and not plane.draining:
+            if prio != CRITICAL and chunk.count < limit:
+                due = chunk.first_created + plane.periods[prio]
+                if chunk.readings < plane.batch_readings and due > now and not plane.draining:
                     next_due = min(next_due, due)
                     continue
-            if mine:
-                await self._deliver(prio, mine)
-            self._advance(prio, records[-1].id)
+            if chunk.batches:
+                if chunk.count == limit:
+                    # A backlog: read the next chunk while this one is delivered.
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._prefetch, conn, prio, chunk.last_id, limit)
+                        await self._deliver(prio, chunk.batches)
+                else:
+                    await self._deliver(prio, chunk.batches)
+            self._advance(prio, chunk.last_id)
             return None
         return next_due
+
+    async def _prefetch(self, conn: sqlite3.Connection, prio: int, after: int, limit: int) -> None:
+        self._prefetched[prio] = await trio.to_thread.run_sync(fetch_chunk, conn, prio, after, limit, self._needle)
 
     def _advance(self, prio: int, last_id: int) -> None:
         self.cursors[prio] = last_id
@@ -133,8 +166,7 @@ class SinkDelivery:
             (sink, prio, last_id, time.time())))
 
     # --- delivering -------------------------------------------------------------------
-    async def _deliver(self, prio: int, records: list[Record]) -> None:
-        batches = [r.batch() for r in records]
+    async def _deliver(self, prio: int, batches: list[Batch]) -> None:
         guard = self.plane.privacy
         if not self.local and guard.active():
             before = guard.withheld

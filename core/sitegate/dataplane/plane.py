@@ -10,7 +10,6 @@ before the WAL is there.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
