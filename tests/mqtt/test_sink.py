@@ -235,3 +235,25 @@ async def test_long_point_mode_delivery_is_published_in_slices_and_fully_acknowl
             assert host.entry("uplink").data["connection"].describe()["in_flight"] == 0
             msgs = await obs.wait_count(600, "s/d/+")
     assert sorted(json.loads(m.payload)["seqNo"] for m in msgs) == list(range(600))
+
+
+async def test_broker_refusing_a_topic_is_permanent_and_dead_letters_only_that(mosquitto, tmp_path):
+    acl = tmp_path / "acl"
+    acl.write_text("user gateway\ntopic readwrite s/ok.dev0\n")     # bad.dev0 may not publish
+    broker = mosquitto(users={"gateway": "pw"}, options={"acl_file": acl})
+    extra = 'username: gateway\npassword: pw\npublish: {topic: "s/{device}"}\nstatus: null'
+    site = site_with(
+        "  - {id: ok, domain: simulator, config: {devices: 1, interval: 20ms}}\n"
+        "  - {id: bad, domain: simulator, config: {devices: 1, interval: 20ms}}\n",
+        mqtt_entry("uplink", broker, extra=extra), site="s") + """
+routes:
+  - {from: ["ok.*/*", "bad.*/*"], to: [uplink]}
+storage: {normal_period: 50ms, retry_initial: 20ms, retry_max: 200ms}
+"""
+    async with running_site(tmp_path, site) as host:
+        d = host.services["dataplane"].deliveries["uplink"]
+        await wait_for(lambda: d.dead_letters > 0 and d.delivered_readings > 0, 15,
+                       what="the refused device dead-lettered while the other flows")
+        events = [e for e in host.events.recent if e.kind == "sink.dead_letter"]
+    assert events and all(e.device == "bad.dev0" for e in events)
+    assert "0x87" in events[0].data["error"]
