@@ -80,3 +80,34 @@ async def test_budget_full_of_critical_keeps_it_and_says_so(tmp_path):
         assert plane.retention.over_budget
         assert any(e.kind == "storage.over_budget" for e in host.events.recent)
         assert not await plane.drop_counts()
+
+
+async def test_records_leave_the_wal_once_every_sink_has_them_and_expire_after_their_ttl(tmp_path):
+    down = tmp_path / "down"
+    down.touch()
+    site = f"""
+        site: t
+        entries:
+          - {{id: src, domain: acklog, config: {{ack_path: {tmp_path}/ack, limit: 10, points: [x, y]}}}}
+          - {{id: a, domain: filesink, config: {{path: {tmp_path}/a}}}}
+          - {{id: b, domain: filesink, config: {{path: {tmp_path}/b, down_flag: {down}}}}}
+        routes:
+          - {{from: ["src.*/x"], to: [a, b], priority: critical}}
+          - {{from: ["src.*/y"], to: [a, b], priority: low}}
+        storage: {{retry_initial: 10ms, retry_max: 50ms, low_period: 100ms, ttl: {{low: 1s}}}}
+        """
+    async with running_site(tmp_path, site, plugin_dirs=[FIXTURES]) as host:
+        plane = host.services["dataplane"]
+        await wait_for(lambda: len(sink_lines(tmp_path / "a")) == 40, 10, what="sink a has everything")
+        await plane.retain()
+        # b has nothing yet: retention keeps every critical record for it.
+        assert plane.wal.live[0][1] == 20
+        # The low ones are past their 1 s TTL before b comes back: dropped, counted, reported.
+        await wait_for(lambda: plane.drops.get("low/ttl") == 20, 5, what="low readings expired")
+        assert (await plane.drop_counts())["low/ttl"] == {"records": 20, "readings": 20}
+        assert any(e.kind == "storage.drop" and e.data["reason"] == "ttl" for e in host.events.recent)
+        down.unlink()
+        await wait_for(lambda: len(sink_lines(tmp_path / "b")) == 20, 10, what="b got the critical readings")
+        await plane.retain()
+        assert plane.wal.live[0][0] == 0 and plane.wal.live[2][0] == 0
+    assert {l["point"] for l in sink_lines(tmp_path / "b")} == {"x"}
