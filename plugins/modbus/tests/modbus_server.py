@@ -7,7 +7,8 @@ pseudo-terminal the client opens as its serial line) and exits when stdin
 closes, so it never outlives the test that started it. Commands on stdin,
 one per line, for fault injection and counting: `delay S`, `exception CODE`
 (0 = off), `short on|off` (TCP answers one register short), `garbage on|off`
-(TCP protocol id not 0), `corrupt on|off` (RTU CRC broken), `stats` (prints
+(TCP protocol id not 0), `corrupt on|off` (RTU CRC broken), `stuck on|off`
+(register writes acknowledged but stored as 0), `stats` (prints
 "STATS {json}"), `reset`.
 """
 
@@ -38,6 +39,7 @@ class Faults:
         self.short = False
         self.garbage = False     # TCP: answers with a protocol id that is not 0
         self.corrupt = False     # RTU: answers with a broken CRC
+        self.stuck = False       # writes are acknowledged but do not take (register writes store 0)
         self.seen: Counter[str] = Counter()
 
 
@@ -56,6 +58,8 @@ async def action(function_code, start_address, address, count, registers, set_va
         await asyncio.sleep(FAULTS.delay)
     if FAULTS.exception:
         return ExcCodes(FAULTS.exception)
+    if FAULTS.stuck and set_values and function_code in (6, 16):
+        set_values[:] = [0] * len(set_values)
     return None
 
 
@@ -90,7 +94,7 @@ def command(line: str) -> str | None:
         FAULTS.delay = float(arg)
     elif word == "exception":
         FAULTS.exception = int(arg)
-    elif word in ("short", "garbage", "corrupt"):
+    elif word in ("short", "garbage", "corrupt", "stuck"):
         setattr(FAULTS, word, arg.strip() == "on")
     elif word == "reset":
         FAULTS.seen.clear()

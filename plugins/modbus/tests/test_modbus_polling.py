@@ -516,6 +516,15 @@ async def test_bad_writes_are_refused_with_the_reason(modbus_server):
     assert r.status == "nack" and "out of range for uint16" in r.detail
     r = await p.write("dev", "in_gap", 5)
     assert r.status == "nack" and r.detail == "device refused: exception 2 (illegal data address) to function 16"
+    await server.command("stuck on")
+    # function 16 acknowledges address and count only: the read-back catches the write that did not take
+    r = await p.write("dev", "w_i32", -123456, verify=True)
+    assert r.status == "nack" and r.detail == "read back 0 after writing -123456" and r.value == 0
+    assert (await p.write("dev", "w_i32", -123456)).status == "ack"   # without verify, the ack is all there is
+    # function 6 echoes the value: a different echo is refused even without verify
+    r = await p.write("dev", "w_u16", 4321)
+    assert r.status == "nack" and "echoed address 66 value [0], expected 66 4321" in r.detail
+    await server.command("stuck off")
     await server.command("delay 2")
     r = await p.write("dev", "w_u16", 5)
     assert r.status == "timeout" and "no answer from unit 1 within 0.5 s" in r.detail
