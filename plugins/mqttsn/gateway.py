@@ -25,6 +25,7 @@ from . import codec as c
 from .codec import DecodeError, ReturnCode, TopicIdType
 from .config import GatewayConfig
 from .payload import PayloadMapper, has_wildcards, topic_matches, validate_filter
+from .subscriptions import SubscriptionTree
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ class Gateway:
         self.address: tuple[str, int] | None = None
         self._anon_tokens = float(config.anonymous_rate_limit)
         self._anon_at = 0.0
-        self._n_subs = 0   # subscriptions across all sessions: skip matching when there are none
+        self.subscriptions = SubscriptionTree()   # every client's filters, matched per topic
         # Hot-path copies of settings, and the wall time of the burst being handled.
         self._max_datagram = config.max_datagram
         self._rate = config.rate_limit
@@ -367,7 +368,7 @@ class Gateway:
         self.by_peer[peer] = s
         s.last_seen = now
         if msg.clean_session:
-            self._n_subs -= len(s.subs)
+            self._unsubscribe_all(s)
             _requeue_inflight(s)
             _give_up(s)
             s.reset()
@@ -473,8 +474,7 @@ class Gateway:
         _requeue_inflight(s)
         s.qos1_pending.clear()
         if s.clean or s.state in (State.WILL_TOPIC, State.WILL_MSG):
-            self._n_subs -= len(s.subs)
-            s.subs.clear()
+            self._unsubscribe_all(s)
             _give_up(s)
             if self.sessions.get(s.client_id) is s:
                 del self.sessions[s.client_id]
@@ -494,9 +494,13 @@ class Gateway:
         self._drop(oldest)
         return True
 
-    def _drop(self, s: Session) -> None:
-        self._n_subs -= len(s.subs)
+    def _unsubscribe_all(self, s: Session) -> None:
+        for f in s.subs:
+            self.subscriptions.remove(f, s.client_id)
         s.subs.clear()
+
+    def _drop(self, s: Session) -> None:
+        self._unsubscribe_all(s)
         _give_up(s)
         self.sessions.pop(s.client_id, None)
         if self.by_peer.get(s.peer) is s:
@@ -680,7 +684,7 @@ class Gateway:
             return
         # Other clients subscribed to the topic get it too (device to device), and so do
         # later subscribers of a retained topic.
-        forward = (topic, data, qos, retain) if (self._n_subs or retain) else None
+        forward = (topic, data, qos, retain) if (self.subscriptions.count or retain) else None
         batch = self.mapper.map(topic, data, session.client_id, self._now_wall)
         if batch is None:
             stats["unmapped_dropped"] += 1
@@ -724,7 +728,7 @@ class Gateway:
         stats["qos_minus1_in"] += 1
         client = session.client_id if session is not None else f"{peer[0][0]}:{peer[0][1]}"
         batch = self.mapper.map(topic, msg.data, client, self._now_wall)
-        forward = (topic, msg.data, 0, msg.retain) if (self._n_subs or msg.retain) else None
+        forward = (topic, msg.data, 0, msg.retain) if (self.subscriptions.count or msg.retain) else None
         if batch is None:
             stats["unmapped_dropped"] += 1
             self._forward(forward)
@@ -815,13 +819,16 @@ class Gateway:
             if topic is None:
                 self._send(peer, c.Suback(msg.topic_id, msg.msg_id, _INVALID, qos))
                 return
+            if not self._valid_topic(topic, wildcards=True):   # a short name such as "a#"
+                self._send(peer, c.Suback(0, msg.msg_id, _NOT_SUPPORTED, qos))
+                return
             tid = msg.topic_id if tid_type is TopicIdType.PREDEFINED else 0
         if topic not in session.subs:
             if len(session.subs) >= self.config.max_subscriptions_per_client:
                 self._send(peer, c.Suback(0, msg.msg_id, _CONGESTION, qos))
                 return
-            self._n_subs += 1
         session.subs[topic] = qos
+        self.subscriptions.add(topic, session.client_id, qos)
         self._send(peer, c.Suback(tid, msg.msg_id, _ACCEPTED, qos))
         for rtopic, item in list(self.retained.items()):
             if topic_matches(topic, rtopic):
@@ -835,7 +842,7 @@ class Gateway:
         else:
             topic = self._resolve(session, msg.topic_id_type, msg.topic_id)
         if topic is not None and session.subs.pop(topic, None) is not None:
-            self._n_subs -= 1
+            self.subscriptions.remove(topic, session.client_id)
         self._send(peer, c.Unsuback(msg.msg_id))
 
     # --- messages to clients ---------------------------------------------------------------
@@ -860,17 +867,10 @@ class Gateway:
                     self.retained[topic] = Outgoing(topic, payload, qos, True)
             else:
                 self.retained.pop(topic, None)
-        if not self._n_subs:
-            return 0
         n = 0
-        for s in list(self.sessions.values()):
-            if not s.subs:
-                continue
-            granted = -1
-            for f, q in s.subs.items():
-                if q > granted and topic_matches(f, topic):
-                    granted = q
-            if granted < 0:
+        for cid, granted in self.subscriptions.match(topic).items():
+            s = self.sessions.get(cid)
+            if s is None:
                 continue
             n += 1
             done = None if on_done is None else (lambda ok, cid=s.client_id: on_done(cid, ok))
@@ -998,7 +998,7 @@ class Gateway:
             "address": list(self.address) if self.address else None,
             "sessions": len(self.sessions), "by_state": dict(by_state),
             "pending_delivery": len(self._pending), "retained": len(self.retained),
-            "subscriptions": self._n_subs, "counters": dict(self.stats),
+            "subscriptions": self.subscriptions.count, "counters": dict(self.stats),
         }
 
 
