@@ -704,6 +704,8 @@ class Gateway:
         if forward is None:
             return
         topic, data, qos, retain = forward
+        if not retain and not self.subscriptions.match(topic):
+            return                        # the common case: nobody listens to sensor data
         if self._valid_topic(topic):      # a short topic name may hold wildcard characters
             self.send_to_topic(topic, data, max(qos, 0), retain=retain)
 

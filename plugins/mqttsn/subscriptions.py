@@ -18,9 +18,13 @@ class _Node:
 
 
 class SubscriptionTree:
-    def __init__(self):
+    def __init__(self, cache_size: int = 4096):
         self._root = _Node()
         self.count = 0          # (filter, client) pairs held
+        # Results per topic until the subscriptions change: most topics are published
+        # again and again, and subscriptions change rarely. Bounded: cleared when full.
+        self._cache: dict[str, dict[str, int]] = {}
+        self._cache_size = cache_size
 
     def add(self, filter_: str, client: str, qos: int) -> None:
         node = self._root
@@ -32,6 +36,7 @@ class SubscriptionTree:
         if client not in node.subscribers:
             self.count += 1
         node.subscribers[client] = qos
+        self._cache.clear()
 
     def remove(self, filter_: str, client: str) -> bool:
         path = [self._root]
@@ -43,6 +48,7 @@ class SubscriptionTree:
         if path[-1].subscribers.pop(client, None) is None:
             return False
         self.count -= 1
+        self._cache.clear()
         # Prune empty branches so a churn of filters leaves nothing behind.
         levels = filter_.split("/")
         for i in range(len(levels), 0, -1):
@@ -53,7 +59,10 @@ class SubscriptionTree:
         return True
 
     def match(self, topic: str) -> dict[str, int]:
-        """client id -> the highest QoS among its filters that match `topic`."""
+        """client id -> the highest QoS among its filters that match `topic` (do not modify it)."""
+        cached = self._cache.get(topic)
+        if cached is not None:
+            return cached
         out: dict[str, int] = {}
         if not self.count:
             return out
@@ -82,4 +91,7 @@ class SubscriptionTree:
                 walk(plus, i + 1)
 
         walk(self._root, 0)
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()
+        self._cache[topic] = out
         return out

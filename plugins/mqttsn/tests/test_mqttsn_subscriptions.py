@@ -43,3 +43,14 @@ def test_removing_everything_leaves_an_empty_tree():
     for i in range(100):
         tree.remove(f"n{i}/cmd/#", f"c{i}")
     assert tree.count == 0 and not tree._root.children
+
+
+def test_cached_results_follow_changes():
+    tree = SubscriptionTree()
+    assert tree.match("a/b") == {}
+    tree.add("a/+", "c1", 1)
+    assert tree.match("a/b") == {"c1": 1}
+    tree.add("a/b", "c2", 0)
+    assert tree.match("a/b") == {"c1": 1, "c2": 0}
+    tree.remove("a/+", "c1")
+    assert tree.match("a/b") == {"c2": 0}
