@@ -1,7 +1,7 @@
 """MQTT-SN gateway benchmarks: 1,000 simulated sensor nodes on loopback UDP.
 
 `mqttsn_qos0`: readings/s taken into the core pipeline from 1,000 connected clients
-publishing at QoS 0 (offered faster than the target; the figure is what the gateway
+(each subscribed to its own command topic, as real nodes are) publishing at QoS 0 (offered faster than the target; the figure is what the gateway
 took in while saturated). `mqttsn_qos1`: acknowledged publishes/s at QoS 1, each client
 with one publish outstanding (as the spec allows), and the p99 PUBACK latency (with
 1,000 publishes always in flight, latency is about 1,000 / throughput: Little's law);
@@ -68,6 +68,25 @@ def _loadgen(mode: str, port: int, clients: int, seconds: float) -> dict:
                     pass
     if waiting:
         raise RuntimeError(f"{len(waiting)} clients got no CONNACK")
+    # Every node listens for its commands, as real ones do (so publishes meet subscriptions).
+    waiting = set(range(clients))
+    deadline = time.monotonic() + 20
+    while waiting and time.monotonic() < deadline:
+        for i in list(waiting)[:200]:
+            socks[i].sendto(c.encode(c.Subscribe(1, f"bench-{i}/cmd/#", qos=1)), addr)
+        t_resend = time.monotonic() + 0.5
+        while waiting and time.monotonic() < t_resend:
+            for key, _ in sel.select(0.05):
+                i = key.data
+                try:
+                    while True:
+                        data = socks[i].recv(64)
+                        if data[1] == c.MsgType.SUBACK and data[7] == 0:
+                            waiting.discard(i)
+                except BlockingIOError:
+                    pass
+    if waiting:
+        raise RuntimeError(f"{len(waiting)} clients got no SUBACK")
 
     if mode == "qos0":
         wire = c.encode(c.Publish(TOPIC_ID, 0, b"21.5", qos=0, topic_id_type=c.TopicIdType.PREDEFINED))
@@ -271,6 +290,8 @@ async def _bare_udp_run(mode: str) -> dict:
                     break
                 if len(data) > 2 and data[1] == 0x04:
                     sock.sendto(connack, a)
+                elif len(data) > 4 and data[1] == 0x12:
+                    sock.sendto(b"\x08\x13\x20\x00\x00" + data[3:5] + b"\x00", a)
                 elif len(data) >= 7 and data[1] == 0x0C:
                     counted[0] += 1
                     if data[2] & 0x60 == 0x20:
