@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from sitegate.config.schema import Route
 from sitegate.dataplane.privacy import PrivacyGuard
 from sitegate.dataplane.routes import RouteTable, compile_route
 from sitegate.dataplane.stage import runs
+from sitegate.dataplane.wal import WriteAheadLog
 from sitegate.model import Batch, PointInfo
 from sitegate.testing import running_site, wait_for
-from tests.dataplane.dp_helpers import FIXTURES
+from tests.dataplane.dp_helpers import FIXTURES, sink_lines
 
 
 def _route(i, frm, to=("out",), priority="normal", tags=()):
@@ -62,14 +61,17 @@ async def test_sequence_numbers_continue_after_a_restart(tmp_path):
           - {{from: ["src.*/*"], to: [out]}}
         durability: power-loss
         """
-    for _ in range(2):
+    for run in (1, 2):
         async with running_site(tmp_path, site, plugin_dirs=[FIXTURES]) as host:
             plane = host.services["dataplane"]
-            await wait_for(lambda: host.entry("src").counters["readings_out"] == 20, 5, what="5 rounds")
+            await wait_for(lambda: len(sink_lines(tmp_path / "out")) == 20 * run, 5, what="5 rounds delivered")
             sync = await plane.wal.call(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
             assert sync == 2          # FULL for durability: power-loss
-    conn = sqlite3.connect(tmp_path / ".sitegate" / "site.sqlite")
-    assert dict(conn.execute("SELECT device, next_seq FROM wal_sequences")) == {"src.d0": 20, "src.d1": 20}
+    wal = WriteAheadLog(tmp_path / ".sitegate" / "site.sqlite")
+    wal.open()
+    assert wal.next_seq == {"src.d0": 20, "src.d1": 20}
+    lines = sink_lines(tmp_path / "out")
+    assert sorted(l["seq"] for l in lines if l["device"] == "src.d0") == list(range(20))
 
 
 async def test_sink_status_shows_the_backlog_of_a_sink_that_is_down(tmp_path):
@@ -90,3 +92,22 @@ async def test_sink_status_shows_the_backlog_of_a_sink_that_is_down(tmp_path):
         (tmp_path / "down").unlink()
         await wait_for(lambda: plane.sink_status()["out"]["backlog"] == 0, 5, what="backlog drained")
         assert plane.sink_status()["out"]["delivered"] == 40
+
+
+async def test_a_device_declared_again_with_new_tags_is_routed_by_them(tmp_path):
+    from sitegate.model import DeviceInfo
+    site = f"""
+        site: t
+        entries:
+          - {{id: out, domain: filesink, config: {{path: {tmp_path}/out}}}}
+        routes:
+          - {{from: ["*/*"], tags: [export], to: [out], priority: critical}}
+        """
+    async with running_site(tmp_path, site, plugin_dirs=[FIXTURES]) as host:
+        host.devices.declare(DeviceInfo("dev", "x", points=(PointInfo("p"),)))
+        await host.pipeline.submit(Batch("dev", ["p"], [1.0], [0.0]))
+        host.devices.declare(DeviceInfo("dev", "x", points=(PointInfo("p", tags=("export",)),)))
+        await host.pipeline.submit(Batch("dev", ["p"], [2.0], [0.0]))
+        await wait_for(lambda: sink_lines(tmp_path / "out"), 5, what="the tagged reading")
+        assert [l["value"] for l in sink_lines(tmp_path / "out")] == [2.0]
+        assert host.services["dataplane"].table.unrouted == 1

@@ -38,6 +38,10 @@ class Retention:
             "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(size), 0) FROM wal_records "
             "WHERE prio=? AND id<=?", (prio, last_id)).fetchone()
         if count:
+            # The sequence numbers of what goes must stay in use after a restart (see WriteAheadLog.open).
+            conn.execute("INSERT INTO wal_sequences(device, next_seq) SELECT device, max(seq + n) FROM wal_records "
+                         "WHERE prio=? AND id<=? GROUP BY device ON CONFLICT(device) "
+                         "DO UPDATE SET next_seq=max(next_seq, excluded.next_seq)", (prio, last_id))
             conn.execute("DELETE FROM wal_records WHERE prio=? AND id<=?", (prio, last_id))
             stat = self.wal.live[prio]
             stat[0] -= count

@@ -61,11 +61,13 @@ class RouteTable:
         self.routes = list(routes)
         self.point_info = point_info
         self._cache: dict[tuple[str, tuple[str, ...]], Decision] = {}
+        self.generation = 0          # bumped by invalidate(): caches built on decisions compare it
         self.unrouted = 0            # readings no route took
 
     def invalidate(self) -> None:
         """Forget decisions (routes or point tags changed)."""
         self._cache.clear()
+        self.generation += 1
 
     def decide(self, batch: Batch) -> Decision:
         points = batch.points

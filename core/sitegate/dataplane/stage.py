@@ -22,6 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 
+# Kinds of plan steps (see RouteStage._plan).
+_WHOLE, _RUNS, _STEPS = "whole", "runs", "steps"
+
+
 class RouteStage:
     def __init__(self, table: RouteTable, wal: WriteAheadLog, pipeline: "Pipeline",
                  emit: Callable[[Event], None], *, max_pending: int = 200_000):
@@ -31,6 +35,8 @@ class RouteStage:
         self.emit = emit
         self.max_pending = max_pending
         self._targets: dict[frozenset[str], str] = {}
+        self._plans: dict[tuple[str, tuple[str, ...]], list[tuple]] = {}
+        self._plans_gen = -1              # the route table generation the plans were made for
         self.processor_errors = 0
         self.readings_stored = 0
 
@@ -66,36 +72,51 @@ class RouteStage:
 
     def rows_for(self, batch: Batch) -> list[tuple]:
         """WAL rows for one stamped batch: one per (route output, priority)."""
-        decision = self.table.decide(batch)
-        if not decision:
+        points = batch.points
+        key = (batch.device, points if type(points) is tuple else tuple(points))
+        plan = self._plans.get(key)
+        if plan is None or self._plans_gen != self.table.generation:
+            plan = self._plan(batch)
+        if not plan:
             self.table.unrouted += len(batch)
             return []
         now = time.time()
         rows: list[tuple] = []
-        untouched: dict[int, set[str]] | None = None
-        for route, idx in decision:
-            if not route.sinks:
-                if route.steps:    # processing only (alerts): run it, store nothing
-                    self._run_steps(route, 0, [batch if idx is None else batch.select(idx)])
-                continue
-            if idx is None and not route.steps:
-                # Several raw routes of one priority share one record: one copy, one msgId per reading.
-                if untouched is None:
-                    untouched = {}
-                untouched.setdefault(route.prio, set()).update(route.sinks)
-                continue
-            if not route.steps:
-                # Some points of the batch, untouched: contiguous runs keep their sequence numbers.
+        for kind, route, idx, prio, targets in plan:
+            if kind is _WHOLE:
+                rows.append(self._row(prio, targets, batch, now, keep_seq=True))
+            elif kind is _RUNS:
                 for part in runs(batch, idx):
-                    rows.append(self._row(route.prio, self._targets_of(route.sinks), part, now, keep_seq=True))
-                continue
-            sub = batch if idx is None else batch.select(idx)
-            for out in self._run_steps(route, 0, [sub]):
-                rows.append(self._row(route.prio, self._targets_of(route.sinks), out, now, keep_seq=out is batch))
-        if untouched:
-            for prio, sinks in untouched.items():
-                rows.append(self._row(prio, self._targets_of(sinks), batch, now, keep_seq=True))
+                    rows.append(self._row(prio, targets, part, now, keep_seq=True))
+            else:
+                sub = batch if idx is None else batch.select(idx)
+                outs = self._run_steps(route, 0, [sub])
+                if targets:
+                    for out in outs:
+                        rows.append(self._row(prio, targets, out, now, keep_seq=out is batch))
         return rows
+
+    def _plan(self, batch: Batch) -> list[tuple]:
+        """What to do with batches of this shape, worked out once: untouched routes of one priority
+        merged into one stored copy, subsets as runs, processed routes through their steps."""
+        if self._plans_gen != self.table.generation or len(self._plans) >= 50_000:
+            self._plans.clear()
+            self._plans_gen = self.table.generation
+        plan: list[tuple] = []
+        whole: dict[int, set[str]] = {}
+        for route, idx in self.table.decide(batch):
+            if route.steps:
+                plan.append((_STEPS, route, idx, route.prio, self._targets_of(route.sinks) if route.sinks else ""))
+            elif not route.sinks:
+                continue
+            elif idx is None:
+                whole.setdefault(route.prio, set()).update(route.sinks)
+            else:
+                plan.append((_RUNS, route, idx, route.prio, self._targets_of(route.sinks)))
+        plan[:0] = [(_WHOLE, None, None, prio, self._targets_of(sinks)) for prio, sinks in whole.items()]
+        points = batch.points
+        self._plans[(batch.device, points if type(points) is tuple else tuple(points))] = plan
+        return plan
 
     def _row(self, prio: int, targets: str, b: Batch, now: float, *, keep_seq: bool) -> tuple:
         n = len(b)

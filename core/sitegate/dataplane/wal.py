@@ -174,7 +174,12 @@ class WriteAheadLog:
         """Create the schema and read the sequence numbers (blocking; call before start)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = connect(self.path, self.synchronous)
+        # Sequence numbers in use: those of stored records, and those of records already removed
+        # (retention saves them in wal_sequences as it deletes, so commits need not write them).
         self.next_seq = dict(self._conn.execute("SELECT device, next_seq FROM wal_sequences"))
+        for device, end in self._conn.execute("SELECT device, max(seq + n) FROM wal_records GROUP BY device"):
+            if end > self.next_seq.get(device, 0):
+                self.next_seq[device] = end
         for prio, count, readings, size in self._conn.execute(
                 "SELECT prio, count(*), sum(n), sum(size) FROM wal_records GROUP BY prio"):
             self.live[prio] = [count, readings or 0, (size or 0) + count * ROW_OVERHEAD]
@@ -274,20 +279,15 @@ class WriteAheadLog:
         conn.execute("BEGIN IMMEDIATE")
         prio_counts = [0, 0, 0]
         rows: list[tuple] = []
-        seqs = self.next_seq
-        touched: dict[str, int] = {}
+        live = self.live
         for op in ops:
             if op.rows is not None:
-                live = self.live
                 for r in op.rows:
                     prio_counts[r[0]] += r[3]
                     stat = live[r[0]]
                     stat[0] += 1
                     stat[1] += r[3]
                     stat[2] += r[6] + ROW_OVERHEAD
-                    end = r[2] + r[3]
-                    if end > touched.get(r[1], -1):
-                        touched[r[1]] = end
                 rows.extend(op.rows)
             else:
                 if rows:    # keep the order of appends and calls
@@ -299,14 +299,6 @@ class WriteAheadLog:
                     op.error = exc
         if rows:
             self._insert(conn, rows)
-        if touched:
-            upd = [(d, s) for d, s in touched.items() if s > seqs.get(d, -1)]
-            if upd:
-                conn.executemany(
-                    "INSERT INTO wal_sequences(device, next_seq) VALUES(?, ?) ON CONFLICT(device) "
-                    "DO UPDATE SET next_seq=max(next_seq, excluded.next_seq)", upd)
-                for d, s in upd:
-                    seqs[d] = s
         self._after = self.after_append(conn) if (self.after_append is not None and any(prio_counts)) else None
         conn.execute("COMMIT")
         return prio_counts, sum(prio_counts)
