@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
                               capture_output=True, text=True)
         figs = [json.loads(l[6:]) for l in proc.stdout.splitlines() if l.startswith("@@FIG ")]
         for fig in figs:
-            if only and fig["name"] != only:
+            if only and fig["name"] != only and module != f"bench_{only}":
                 continue
             print(line(fig), flush=True)
         if proc.returncode != 0:
