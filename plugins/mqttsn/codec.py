@@ -233,7 +233,7 @@ class Connect(Message):
         return cls(_text(b[4:], off + 4, "CONNECT client id"), duration, bool(flags & _CLEAN), bool(flags & _WILL), pid)
 
 
-def _return_code(v: int, off: int) -> ReturnCode | int:
+def _return_code(v: int) -> ReturnCode | int:
     # Unknown return codes are kept as ints: a peer may use a newer code; the gateway decides.
     try:
         return ReturnCode(v)
@@ -251,7 +251,7 @@ class _RcOnly(Message):
     @classmethod
     def _parse(cls, b: bytes, off: int):
         _exact(b, 1, off, cls.TYPE.name)
-        return cls(_return_code(b[0], off))
+        return cls(_return_code(b[0]))
 
 
 @attrs.frozen(slots=True)
@@ -379,7 +379,7 @@ class _IdIdRc(Message):
     def _parse(cls, b: bytes, off: int):
         _exact(b, 5, off, cls.TYPE.name)
         tid, mid, rc = _HHB.unpack(b)
-        return cls(tid, mid, _return_code(rc, off + 4))
+        return cls(tid, mid, _return_code(rc))
 
 
 @attrs.frozen(slots=True)
@@ -509,7 +509,7 @@ class Suback(Message):
     def _parse(cls, b: bytes, off: int) -> "Suback":
         _exact(b, 6, off, "SUBACK")
         f, tid, mid, rc = _BHHB.unpack(b)
-        return cls(tid, mid, _return_code(rc, off + 5), _BITS_TO_QOS[(f >> 5) & 3])
+        return cls(tid, mid, _return_code(rc), _BITS_TO_QOS[(f >> 5) & 3])
 
 
 @attrs.frozen(slots=True)
