@@ -22,6 +22,7 @@ class ProcessorContext:
     route: str                      # the route's name, for messages and metrics
     emit: Callable[[Event], None]   # raise an event (alerts take the fast path)
     clock: Callable[[], float]      # wall-clock seconds; controllable in tests
+    modules: Any = None             # the signed registry's module store (WASM analytics), when there is one
 
 
 @runtime_checkable

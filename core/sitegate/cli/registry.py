@@ -115,6 +115,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"publisher {name}: {', '.join(pub['paths'])} keys {', '.join(k[:12] for k in pub['keyids'])}")
     for p in plugins:
         print(f"  {p.domain:20} {p.version:12} {','.join(p.kinds):24} {p.publisher:12} {p.sha256[:16]}")
+    from ..registry.modules import published_modules
+    for m in published_modules(repo):
+        print(f"  module {m.publisher}/{m.name:13} {m.version:12} {'wasm':24} {m.publisher:12} {m.sha256[:16]}")
     return 0
 
 
@@ -142,6 +145,8 @@ def verify_registry(registry: Path, out=None) -> list[str]:
             except PluginRefused as exc:
                 problems.append(str(exc))
                 print(f"[{i}/{len(plugins)}] BAD {exc}", file=out)
+    from ..registry.modules import verify_modules
+    problems += verify_modules(registry, out)
     return problems
 
 

@@ -343,6 +343,8 @@ class Repository:
                 continue
             for path, target in sorted(md.signed.targets.items()):
                 custom = target.custom or {}
+                if custom.get("kind") == "wasm-module":   # analytics modules (registry/modules.py), not plugins
+                    continue
                 out.append(PublishedPlugin(name, path, str(custom.get("domain", "?")), str(custom.get("version", "?")),
                                            tuple(custom.get("kinds", ())), target.length,
                                            target.hashes.get("sha256", "")))
