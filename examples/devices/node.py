@@ -20,7 +20,7 @@ import nacl.signing
 import trio
 
 from .wire import (RC_ACCEPTED, RC_NOT_SUPPORTED, T_CHUNK, T_CMD, T_CONFIG, T_HELLO, T_OFFER, T_REPLY, Connack,
-                   Connect, Publish, Puback, WireError, decode, encode, split_chunk)
+                   Connect, Disconnect, Publish, Puback, WireError, decode, encode, split_chunk)
 
 
 def canonical(data: Any) -> bytes:
@@ -74,6 +74,7 @@ class Node:
         self.boots = 0
         self.power_losses = 0
         self.rolled_back_by_itself = 0
+        self.activations = 0
         self.touched = False                      # received any update traffic at all
         self._sock: trio.socket.SocketType | None = None
         self._powered = trio.Event()
@@ -123,6 +124,9 @@ class Node:
         for slot in self.slots.values():
             if slot.trial and slot.revert():
                 self.rolled_back_by_itself += 1
+        await self._connect()
+
+    async def _connect(self) -> None:
         while not self.connected.is_set():
             await self._send(Connect(self.id))
             with trio.move_on_after(1.0):
@@ -155,6 +159,10 @@ class Node:
                 continue
             if isinstance(msg, Connack):
                 self.connected.set()
+            elif isinstance(msg, Disconnect):
+                if self.connected.is_set():   # the gateway forgot us (restarted): connect again
+                    self.connected = trio.Event()
+                    self._nursery.start_soon(self._connect)
             elif isinstance(msg, Publish):
                 await self._on_publish(msg)
 
@@ -310,6 +318,7 @@ class Node:
         if len(data) != m["length"] or hashlib.sha256(data).hexdigest() != m["hashes"]["sha256"]:
             self.refusals.append("hash")
             return {"status": "refused", "check": "hash", "detail": f"staged {len(data)} of {m['length']} bytes or hash differs"}
+        self.activations += 1
         slot.previous, slot.previous_data = slot.active, slot.data
         slot.active = {"version": m["version"], "counter": m["release_counter"], "sha256": m["hashes"]["sha256"]}
         slot.data, slot.staged, slot.flash, slot.trial = data, None, bytearray(), True

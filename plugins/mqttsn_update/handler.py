@@ -95,6 +95,8 @@ class MqttsnUpdateHandler:
             return
         device = self._by_addr.get(addr)
         if device is None:
+            # Not connected here (this gateway restarted): MQTT-SN's answer is DISCONNECT, and the node reconnects.
+            self._send(addr, Disconnect())
             return
         if isinstance(msg, Publish):
             if msg.topic == T_HELLO:
