@@ -12,6 +12,18 @@ import pytest
 from .harness import FAST_RUNTIME, Recorder, running_site, wait_for, write_site  # noqa: F401
 
 
+def pytest_collection_modifyitems(config, items):
+    """`async def` tests run under trio without any setup: plugin authors need no pytest.ini.
+
+    (pytest-trio's trio_mode does the same for this repository; marking twice is harmless.)
+    """
+    import inspect
+    for item in items:
+        fn = getattr(item, "function", None)
+        if fn is not None and inspect.iscoroutinefunction(fn) and not item.get_closest_marker("trio"):
+            item.add_marker(pytest.mark.trio)
+
+
 @pytest.fixture
 def sitegate_site(tmp_path):
     """``async with sitegate_site(yaml_text, plugin_dirs=[...]) as host:`` runs a site in the test."""

@@ -69,9 +69,12 @@ async def main() -> None:
     await setpoint.set_writable()
     await running.set_writable()
 
+    count = {"value": 0}   # the ticker counts on from whatever Reset set
+
     @uamethod
     async def reset(parent, value):
-        await counter.write_value(ua.Variant(int(value), ua.VariantType.Int64))
+        count["value"] = int(value)
+        await counter.write_value(ua.Variant(count["value"], ua.VariantType.Int64))
         return True
 
     await line.add_method(ua.NodeId("Line1.Reset", ns), ua.QualifiedName("Reset", ns), reset,
@@ -97,7 +100,8 @@ async def main() -> None:
         while not stop.is_set():
             step += 1
             await temp.write_value(20.0 + step / 10)
-            await counter.write_value(ua.Variant(step, ua.VariantType.Int64))
+            count["value"] += 1
+            await counter.write_value(ua.Variant(count["value"], ua.VariantType.Int64))
             for node in bulk_nodes:
                 await node.write_value(float(step))
             try:
