@@ -75,13 +75,42 @@ class Sink(Protocol):
 
 @runtime_checkable
 class UpdateHandler(Protocol):
-    """Delivers a signed update to one device: stage, activate, check, commit or roll back."""
+    """Delivers a signed update to one device: stage, activate, check, commit or roll back.
 
-    async def stage(self, device: str, artifact: Any) -> None: ...
-    async def activate(self, device: str) -> None: ...
-    async def health_check(self, device: str, deadline: float) -> bool: ...
-    async def commit(self, device: str) -> None: ...
-    async def rollback(self, device: str) -> None: ...
+    The rollout engine (sitegate.updates.rollout) calls, per device and in this
+    order: ``stage`` -> ``activate`` -> ``health_check`` -> ``commit``, and
+    ``rollback`` when a step after staging failed. ``artifact`` is a
+    ``sitegate.updates.UpdateArtifact`` (signed envelope + payload). Raise
+    ``sitegate.updates.UpdateRefused`` (a check failed: signature, expired,
+    hardware, counter, ...), ``DeviceUnreachable`` (no answer) or
+    ``UpdateFailed``; the engine counts them as refused / timed_out / failed.
+    Every method must be safe to call again after a gateway restart.
+    """
+
+    async def stage(self, device: str, artifact: Any) -> str | None:
+        """Verify the artifact for this device and write it to the inactive bank.
+
+        Resumable: a second call after an interruption continues where the
+        device's bank stopped. Return "installed" if the device already runs
+        and committed it, "trial" if it already runs it uncommitted, else None.
+        """
+
+    async def activate(self, device: str) -> None:
+        """Switch the device to the staged bank (one try; the device reverts by itself if it cannot boot it)."""
+
+    async def health_check(self, device: str, deadline: float) -> bool:
+        """True if the device runs the new bank and is healthy; answer by `deadline` (time.time seconds)."""
+
+    async def commit(self, device: str) -> None:
+        """Make the new bank permanent."""
+
+    async def rollback(self, device: str) -> None:
+        """Go back to the previous bank (and drop anything staged)."""
+
+    # Optional, used when present:
+    #   def inventory(self) -> dict[str, dict]   devices this handler reaches, each with at least
+    #       "hardware_id" (rollouts target every fitting device when no list is given)
+    #   async def report(self, device) -> dict   what the device says it runs
 
 
 @attrs.frozen(slots=True)

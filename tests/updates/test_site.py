@@ -1,0 +1,43 @@
+"""The rollout service in a real site: the mqttsn_update entry's handler, rollout.* events on the bus."""
+
+from __future__ import annotations
+
+import trio
+
+from examples.devices.fleet import Fleet
+from sitegate.updates.policy import RolloutPolicy
+from sitegate.updates.service import start_rollouts
+
+
+async def test_rollout_through_a_site_entry_emits_progress_events(sitegate_site, publisher_key, make_artifact):
+    key = publisher_key.verify_key.encode().hex()
+    site = f"""
+    site: test/updates
+    entries:
+      - id: node-updates
+        domain: mqttsn_update
+        config: {{port: 0, trusted_keys: ["{key}"], retry: 0.3, request_timeout: 3}}
+    """
+    async with sitegate_site(site) as host, trio.open_nursery() as nursery:
+        events = []
+        host.events.add_callback(lambda e: events.append(e) if e.kind.startswith("rollout.") else None)
+        engine = await start_rollouts(host, nursery)
+        assert host.services["rollouts"] is engine
+        handler = host.entry("node-updates").data["update_handler"]
+        fleet = Fleet(20, ("127.0.0.1", handler.port), [key], hardware=["th-v1", "th-v2", "th-v3"])
+        await nursery.start(fleet.run)
+        with trio.fail_after(10):
+            while len(handler.devices) < 20:
+                await trio.sleep(0.01)
+        rid = engine.start("node-updates", make_artifact(size=2048),
+                           policy=RolloutPolicy(soak=0.05, device_timeout=10, health_window=3))
+        with trio.fail_after(30):
+            while engine.status(rid)[0]["state"] != "completed":
+                await trio.sleep(0.05)
+        kinds = [e.kind for e in events]
+        assert kinds[0] == "rollout.started" and kinds[-1] == "rollout.completed"
+        assert kinds.count("rollout.device") == 20
+        last = events[-1].data
+        assert (last["rollout"], last["state"], last["done"], last["total"]) == (rid, "completed", 20, 20)
+        assert (host.state_dir / "updates.sqlite").is_file()
+        nursery.cancel_scope.cancel()
