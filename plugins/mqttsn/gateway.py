@@ -128,20 +128,10 @@ class Session:
         return self.next_msg_id
 
 
-class _Pending:
-    """A client publish waiting for `deliver`."""
-
-    __slots__ = ("batch", "qos", "session", "peer", "topic_id", "msg_id", "forward")
-
-    def __init__(self, batch, qos, session, peer, topic_id, msg_id, forward=None):
-        self.batch = batch
-        self.qos = qos
-        self.session = session
-        self.peer = peer
-        self.topic_id = topic_id
-        self.msg_id = msg_id
-        # (topic, payload, qos, retain) for subscribed clients, once the pipeline has it
-        self.forward = forward
+# A client publish waiting for `deliver`, as a plain tuple (one is made per publish):
+# (batch, qos, session, peer, topic_id, msg_id, forward), where forward is
+# (topic, payload, qos, retain) for subscribed clients once the pipeline has it, or None.
+_Pending = tuple
 
 
 _PUBACK_OK = struct.Struct(">BBHHB")
@@ -510,7 +500,7 @@ class Gateway:
         topic, payload = s.will_topic, s.will_msg
         batch = self.mapper.map(topic, payload, s.client_id, self._wall())
         if batch is not None and len(self._pending) < self.config.max_pending:
-            self._pending.append(_Pending(batch, 0, None, None, 0, 0))
+            self._pending.append((batch, 0, None, None, 0, 0, None))
             self._wake.set()
         self.send_to_topic(topic, payload, s.will_qos, retain=s.will_retain)
 
@@ -698,7 +688,7 @@ class Gateway:
             session.qos2_in[msg_id] = False
         elif qos == 1:
             session.qos1_pending.add(msg_id)
-        self._pending.append(_Pending(batch, qos, session, peer, topic_id, msg_id, forward))
+        self._pending.append((batch, qos, session, peer, topic_id, msg_id, forward))
 
     def _forward(self, forward: tuple[str, bytes, int, bool] | None) -> None:
         if forward is None:
@@ -737,7 +727,7 @@ class Gateway:
         elif len(self._pending) >= cfg.max_pending:
             stats["dropped_qos0"] += 1
         else:
-            self._pending.append(_Pending(batch, -1, None, None, 0, 0, forward))
+            self._pending.append((batch, -1, None, None, 0, 0, forward))
 
     def _ack(self, s: Session | None, peer: Peer, qos: int, topic_id: int, msg_id: int) -> None:
         if qos == 1:
@@ -776,26 +766,26 @@ class Gateway:
                 continue
             n = min(len(pending), limit)
             items = [pending.popleft() for _ in range(n)]
-            batches = _merge([it.batch for it in items])
+            batches = _merge([it[0] for it in items])
             ok = await self._deliver(batches)
             if ok:
                 stats["publishes_delivered"] += n
             for it in items:
-                s = it.session
-                if ok and it.forward is not None:
-                    self._forward(it.forward)
-                if it.qos <= 0:
+                _, qos, s, peer, topic_id, msg_id, forward = it
+                if ok and forward is not None:
+                    self._forward(forward)
+                if qos <= 0:
                     if not ok:
                         stats["dropped_qos0"] += 1
                     continue
-                if it.qos == 1 and s is not None:
-                    s.qos1_pending.discard(it.msg_id)
+                if qos == 1 and s is not None:
+                    s.qos1_pending.discard(msg_id)
                 if ok:
-                    self._ack(s, it.peer, it.qos, it.topic_id, it.msg_id)
+                    self._ack(s, peer, qos, topic_id, msg_id)
                 else:
-                    if it.qos == 2 and s is not None:
-                        s.qos2_in.pop(it.msg_id, None)
-                    self._refuse(it.peer, it.qos, it.topic_id, it.msg_id)
+                    if qos == 2 and s is not None:
+                        s.qos2_in.pop(msg_id, None)
+                    self._refuse(peer, qos, topic_id, msg_id)
 
     # --- subscriptions -------------------------------------------------------------------
     def _on_subscribe(self, msg: c.Subscribe, peer: Peer, session: Session | None, now: float) -> None:
