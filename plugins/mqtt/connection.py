@@ -327,6 +327,33 @@ class Connection:
         self.client.ack(mid, qos)
         return True
 
+    def ack_many(self, received: Iterable[tuple[int, Any]]) -> int:
+        """PUBACK (generation, message) pairs in order, waking paho's thread once; returns how many
+        could not be acknowledged (from an older connection: the broker sends those again)."""
+        client = self.client
+        stale = 0
+        if client is None or not self.online:
+            return sum(1 for _, m in received if m.qos)
+        generation = self.generation
+        wake = getattr(client, "_sockpairW", None)   # see publish_many
+        if wake is not None:
+            client._sockpairW = None
+        try:
+            for gen, msg in received:
+                if msg.qos:
+                    if gen != generation:
+                        stale += 1
+                    else:
+                        client.ack(msg.mid, msg.qos)
+        finally:
+            if wake is not None:
+                client._sockpairW = wake
+                try:
+                    wake.send(b"0")
+                except OSError:
+                    pass
+        return stale
+
     def _wake_inbox(self) -> None:
         self._in_wake = False
         self._inbox_event.set()
