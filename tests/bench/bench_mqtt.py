@@ -19,7 +19,7 @@ POINTS = 10                 # readings per device batch (one MQTT message in bat
 UPLINK_MESSAGES = 20_000    # -> 200k readings
 BATCHES_PER_DELIVERY = 500  # what one data-plane deliver() call hands over
 INGEST_MESSAGES = 10_000
-ROUNDS = 3
+ROUNDS = 5
 
 
 def _batches(n_messages: int):
