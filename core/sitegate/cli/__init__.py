@@ -21,6 +21,7 @@ _MODULES = [
     "plugins",    # site: install, upgrade, rollback, list
     "registry",   # registry owner: init, add-publisher, ...
     "token",      # API access: create, revoke, list
+    "rollout",    # device updates: start, status, pause, resume, abort
 ]
 
 

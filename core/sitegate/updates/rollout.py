@@ -124,18 +124,18 @@ class RolloutEngine:
             if r["soak_until"] is not None:
                 now = time.time()
                 if now < r["soak_until"]:
-                    self._event("rollout.soaking", rollout_id, f"{rollout_id}: wave {r['wave']} starts after soaking "
+                    self._event("rollout.soaking", rollout_id, f"{rollout_id}: wave {r['wave'] + 1} starts after soaking "
                                 f"{r['soak_until'] - now:.0f} s", soak_until=r["soak_until"])
                     # Wake early for an operator's pause or abort; the deadline itself is in the store.
                     with trio.move_on_at(trio.current_time() + (r["soak_until"] - now)):
                         while self._state(rollout_id) == "running":
                             await trio.sleep(min(self.poll, max(0.0, r["soak_until"] - time.time())))
                     continue
-                self.store.update(rollout_id, soak_until=None, action="soak_done", detail=f"wave {r['wave']}")
+                self.store.update(rollout_id, soak_until=None, action="soak_done", detail=f"before wave {r['wave'] + 1}")
             wave = r["wave"]
             todo = self.store.targets(rollout_id, wave=wave, status=("pending", "in_progress"))
             if todo:
-                self.store.audit(rollout_id, None, "wave_start", f"wave {wave}: {len(todo)} devices")
+                self.store.audit(rollout_id, None, "wave_start", f"wave {wave + 1}: {len(todo)} devices")
                 self._event("rollout.wave", rollout_id, f"{rollout_id}: wave {wave + 1} of {r['waves']} "
                             f"({len(todo)} devices)")
                 await self._run_wave(rollout_id, handler, policy, artifact, todo)
@@ -151,7 +151,7 @@ class RolloutEngine:
             nxt = min(later)
             soak_until = time.time() + policy.soak if policy.soak else None
             self.store.update(rollout_id, wave=nxt, soak_until=soak_until, action="wave_done",
-                              detail=f"wave {wave} done; next wave {nxt}" + (f" after {policy.soak:g} s soak" if soak_until else ""))
+                              detail=f"wave {wave + 1} done; next wave {nxt + 1}" + (f" after {policy.soak:g} s soak" if soak_until else ""))
 
     def _plan(self, r: dict, handler: Any, policy: RolloutPolicy, artifact: UpdateArtifact) -> bool:
         selector = json.loads(r["selector"])
