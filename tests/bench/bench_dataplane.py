@@ -126,37 +126,45 @@ def _baseline_executemany(n_rows: int, folder: Path, synchronous: str = "NORMAL"
     return rate
 
 
-def bench_pipeline_wal(seconds: float = 5.0, *, points: str = SINE_POINTS, name: str = "pipeline_wal") -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        _pin_one_core()
-        try:
-            host = _host(PIPELINE_SITE.replace("POINTS", points), tmp)
-            # The machine is shared: the baseline is taken before and after, and the better one kept.
-            base_before = _baseline_executemany(300_000, tmp)
+def _pipeline_rate(points: str, seconds: float, tmp: Path) -> tuple[float, int]:
+    host = _host(PIPELINE_SITE.replace("POINTS", points), tmp)
 
-            async def measure() -> tuple[float, int]:
-                async with trio.open_nursery() as n:
-                    await n.start(host.run)
-                    sim = host.entry("sim")
-                    await trio.sleep(1.0)       # warm-up: windows opened, caches filled
-                    c0, t0 = sim.counters["readings_out"], time.perf_counter()
-                    await trio.sleep(seconds)
-                    rate = (sim.counters["readings_out"] - c0) / (time.perf_counter() - t0)
-                    plane = host.services["dataplane"]
-                    stored = plane.wal.committed_readings
-                    await host.shutdown()
-                return rate, stored
+    async def measure() -> tuple[float, int]:
+        async with trio.open_nursery() as n:
+            await n.start(host.run)
+            sim = host.entry("sim")
+            await trio.sleep(1.0)       # warm-up: windows opened, caches filled
+            c0, t0 = sim.counters["readings_out"], time.perf_counter()
+            await trio.sleep(seconds)
+            rate = (sim.counters["readings_out"] - c0) / (time.perf_counter() - t0)
+            stored = host.services["dataplane"].wal.committed_readings
+            await host.shutdown()
+        return rate, stored
 
-            rate, stored = trio.run(measure)
-            base = max(base_before, _baseline_executemany(300_000, tmp))
-        finally:
-            _unpin()
-    ratio = rate / base
+    return trio.run(measure)
+
+
+def bench_pipeline_wal(seconds: float = 3.0, *, points: str = SINE_POINTS, name: str = "pipeline_wal",
+                       rounds: int = 3) -> dict:
+    # The machine is shared, so its speed drifts: each round measures the pipeline and then the
+    # baseline right after it, and the figure is the median round (by ratio).
+    results = []
+    _pin_one_core()
+    try:
+        for _ in range(rounds):
+            with tempfile.TemporaryDirectory() as tmp:
+                rate, stored = _pipeline_rate(points, seconds, Path(tmp))
+                base = _baseline_executemany(300_000, Path(tmp))
+            results.append((rate / base, rate, base, stored))
+    finally:
+        _unpin()
+    results.sort()
+    ratio, rate, base, stored = results[len(results) // 2]
     return {"name": name, "value": round(rate), "unit": "readings/s", "baseline": round(base),
             "ratio": round(ratio, 3), "target": "ratio>=0.45", "passed": ratio >= 0.45,
             "note": f"simulator 100 devices x 10 {'noise' if points is NOISE_POINTS else 'sine'} points, "
-                    f"deadband abs 0.5 + window 1s, one core; {stored} readings committed"}
+                    f"deadband abs 0.5 + window 1s, one core, median of {rounds} rounds "
+                    f"(ratios {', '.join(f'{r[0]:.2f}' for r in results)}); {stored} readings committed"}
 
 
 # --- outage_drain ------------------------------------------------------------------------------
