@@ -26,7 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     v = verbs.add_parser("start", help="roll a signed update out to devices in waves")
     where(v)
-    v.add_argument("--artifact", type=Path, required=True, help="NAME-VERSION.update.json (payload .bin beside it)")
+    src = v.add_mutually_exclusive_group(required=True)
+    src.add_argument("--artifact", type=Path, help="NAME-VERSION.update.json (payload .bin beside it)")
+    src.add_argument("--target", help="an update in the signed registry: plugins/PUBLISHER/update-NAME-VERSION.bin")
+    v.add_argument("--registry", type=Path, default=Path("registry"), help="the signed registry (with --target)")
     v.add_argument("--entry", required=True, help="the update handler entry that reaches the devices")
     v.add_argument("--id", help="rollout id (default: NAME-VERSION-xxxxxx)")
     v.add_argument("--devices", help="comma-separated device ids (default: every device whose hardware fits)")
@@ -99,8 +102,14 @@ def cmd_start(args: argparse.Namespace) -> int:
                            max_concurrent=args.max_concurrent,
                            abort=(AbortCriteria(tuple(_list(args.abort_types) or ()), args.abort_threshold,
                                                 args.abort_min),))
-    artifact = UpdateArtifact.load(args.artifact)
     store = _store(args)
+    if args.target:
+        # Through TUF, with the site's own trust state (the root it pinned for plugins).
+        from ..registry.client import TrustedIndex
+        from ..registry.updates import fetch_update
+        artifact = fetch_update(TrustedIndex(args.registry, store.dir / "plugins" / "trust"), args.target)
+    else:
+        artifact = UpdateArtifact.load(args.artifact)
     rid = create_rollout(store, args.entry, artifact, policy=policy, devices=_list(args.devices),
                          hardware=_list(args.hardware), rollout_id=args.id)
     m = artifact.manifest
