@@ -71,3 +71,35 @@ async def test_retrying_entry_counts_as_ready(tmp_path):
         port = host.services["metrics_http"].port
         status, body = await trio.to_thread.run_sync(_get, port, "/readyz")
         assert status == 200, body
+
+
+async def test_dataplane_metrics_and_slis_are_scraped(tmp_path):
+    site = """
+    site: t
+    entries:
+      - {id: sim, domain: simulator, config: {interval: 10ms, devices: 2}}
+      - {id: hist, domain: history}
+    routes:
+      - {name: all, from: ["sim.*/*"], to: [hist]}
+    """
+    async with running_site(tmp_path, site) as host:
+        port = host.services["metrics_http"].port
+
+        def scrape():
+            status, text = _get(port, "/metrics")
+            out = {}
+            for fam in text_string_to_metric_families(text):
+                for s in fam.samples:
+                    out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+            return out
+
+        await wait_for(lambda: host.services["dataplane"].sink_status().get("hist", {}).get("delivered", 0) > 100,
+                       timeout=20, what="history to receive readings")
+        samples = await trio.to_thread.run_sync(scrape)
+        assert samples[("sitegate_wal_committed_readings_total", ())] > 100
+        assert samples[("sitegate_sink_delivered_readings_total", (("sink", "hist"),))] > 100
+        assert samples[("sitegate_sink_connectivity", (("sink", "hist"),))] == 2
+        assert 0.5 <= samples[("sitegate_sli_delivery_ratio", (("sink", "hist"),))] <= 1.0
+        # history is a local sink: nothing left the site
+        assert samples[("sitegate_sli_data_reduction_ratio", ())] == 0.0
+        assert ("sitegate_wal_depth_readings", (("priority", "normal"),)) in samples

@@ -83,6 +83,8 @@ class Detectors:
         self._sinks: dict[str, tuple[Any, float]] = {}
         self._stuck: set[str] = set()
         self._replay_seen: dict[str, tuple[float, float]] = {}
+        self.sync_lag: dict[str, float] = {}
+        self._arrivals: list[tuple[float, float]] = []   # (WAL position, when first seen), one per tick
         host.pipeline.add_tap(self._on_batch)
 
     # --- the tap: keep it tiny -------------------------------------------------
@@ -172,7 +174,9 @@ class Detectors:
         return fn() if fn else {}
 
     def _check_sinks(self, now: float) -> None:
-        for sink, st in self._sink_status().items():
+        status = self._sink_status()
+        self._track_lag(now, status)
+        for sink, st in status.items():
             cursor, backlog, state = st.get("cursor"), st.get("backlog", 0), st.get("state", "online")
             last = self._sinks.get(sink)
             if last is None or last[0] != cursor or not backlog or state != "online":
@@ -197,6 +201,26 @@ class Detectors:
                                f"sink {sink} re-delivered {d_dup:.0f} of {d_del:.0f} readings "
                                f"({100 * d_dup / d_del:.0f}%): a replay after a reconnect?", sink=sink,
                                duplicates=d_dup, delivered=d_del)
+
+    def _track_lag(self, now: float, status: dict[str, dict[str, Any]]) -> None:
+        # The WAL position (sum of the sinks' cursor + backlog) when it was first seen, once a tick:
+        # a sink's oldest unacknowledged reading is at least as old as the first position past its cursor.
+        if not status:
+            return
+        head = max(float(st.get("cursor", 0)) + float(st.get("backlog", 0)) for st in status.values())
+        if not self._arrivals or head > self._arrivals[-1][0]:
+            self._arrivals.append((head, now))
+        for sink, st in status.items():
+            cursor, backlog = float(st.get("cursor", 0)), float(st.get("backlog", 0))
+            if backlog <= 0:
+                self.sync_lag[sink] = 0.0
+                continue
+            first = next((t for pos, t in self._arrivals if pos > cursor), now)
+            self.sync_lag[sink] = max(0.0, now - first)
+        oldest = min((float(st.get("cursor", 0)) for st in status.values()), default=0.0)
+        while len(self._arrivals) > 2 and self._arrivals[1][0] <= oldest:
+            self._arrivals.pop(0)
+        del self._arrivals[:-100_000]   # bounded, whatever happens
 
     def _check_drift(self) -> None:
         for d in self.drifts:

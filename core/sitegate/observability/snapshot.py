@@ -73,8 +73,11 @@ def take(host: "SiteHost") -> Snapshot:
         cpu = _PROCESS.cpu_times()
         m.append(Metric("process_cpu_seconds_total", cpu.user + cpu.system, kind="counter", help="CPU time used"))
     m.append(Metric("uptime_seconds", time.time() - host.started_at, help="seconds since the site started"))
+    from .exporters import EXPORTERS
     for name, service in list(host.services.items()):
         fn = getattr(service, "metrics", None)
+        if fn is None and name in EXPORTERS:
+            fn = (lambda s=service, e=EXPORTERS[name]: e(s, host))
         if fn is None:
             continue
         try:
