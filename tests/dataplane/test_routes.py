@@ -111,3 +111,22 @@ async def test_a_device_declared_again_with_new_tags_is_routed_by_them(tmp_path)
         await wait_for(lambda: sink_lines(tmp_path / "out"), 5, what="the tagged reading")
         assert [l["value"] for l in sink_lines(tmp_path / "out")] == [2.0]
         assert host.services["dataplane"].table.unrouted == 1
+
+
+async def test_try_submit_commits_in_the_background_and_refuses_when_the_wal_is_behind(tmp_path):
+    site = f"""
+        site: t
+        entries:
+          - {{id: out, domain: filesink, config: {{path: {tmp_path}/out}}}}
+        routes:
+          - {{from: ["*/*"], to: [out], priority: critical}}
+        """
+    async with running_site(tmp_path, site, plugin_dirs=[FIXTURES]) as host:
+        plane = host.services["dataplane"]
+        plane.stage.max_pending = 10
+        # No checkpoint between the calls: nothing can be reported committed, so the queue fills.
+        taken = [host.pipeline.try_submit(Batch("dev", ["p", "q"], [i, i], [0.0, 0.0])) for i in range(8)]
+        assert taken == [True] * 5 + [False] * 3
+        assert host.pipeline.rejected == 3
+        await wait_for(lambda: len(sink_lines(tmp_path / "out")) == 10, 5, what="the 5 accepted batches delivered")
+        assert host.pipeline.try_submit(Batch("dev", ["p"], [9], [0.0]))
