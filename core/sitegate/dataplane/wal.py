@@ -123,10 +123,11 @@ class WalClosed(Exception):
 
 
 class _Op:
-    __slots__ = ("rows", "fn", "done", "result", "error", "prio_counts")
+    __slots__ = ("rows", "fn", "done", "result", "error", "readings")
 
     def __init__(self, rows=None, fn=None, done=None):
         self.rows = rows              # append: list of row tuples (without id)
+        self.readings = sum(r[3] for r in rows) if rows else 0
         self.fn = fn                  # call: fn(conn) -> result, inside the group's transaction
         self.done = done              # trio-side callback(op), or None for fire-and-forget
         self.result: Any = None
@@ -212,31 +213,31 @@ class WriteAheadLog:
         """Append rows (prio, device, seq, n, targets, created, size, body); return once committed."""
         event = trio.Event()
         op = _Op(rows=rows, done=lambda _op: event.set())
-        self._put(op, sum(r[3] for r in rows))
+        self._put(op)
         await event.wait()
         if op.error is not None:
             raise op.error
 
     def append_nowait(self, rows: list[tuple], done: Callable[[_Op], None] | None = None) -> None:
-        self._put(_Op(rows=rows, done=done), sum(r[3] for r in rows))
+        self._put(_Op(rows=rows, done=done))
 
     async def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``fn(conn)`` in the writer thread inside the next group's transaction; its result."""
         event = trio.Event()
         op = _Op(fn=fn, done=lambda _op: event.set())
-        self._put(op, 0)
+        self._put(op)
         await event.wait()
         if op.error is not None:
             raise op.error
         return op.result
 
     def call_nowait(self, fn: Callable[[sqlite3.Connection], Any], done: Callable[[_Op], None] | None = None) -> None:
-        self._put(_Op(fn=fn, done=done), 0)
+        self._put(_Op(fn=fn, done=done))
 
-    def _put(self, op: _Op, readings: int) -> None:
+    def _put(self, op: _Op) -> None:
         if self.closed:
             raise WalClosed(f"{self.path}: the WAL is closed")
-        self.pending_readings += readings
+        self.pending_readings += op.readings
         self._queue.put(op)
 
     # --- the writer thread ---------------------------------------------------------
@@ -315,7 +316,7 @@ class WriteAheadLog:
 
     def _report(self, ops: list[_Op], prio_counts: list[int], readings: int, after: Any) -> None:
         def on_trio() -> None:
-            self.pending_readings -= sum(op.rows and sum(r[3] for r in op.rows) or 0 for op in ops)
+            self.pending_readings -= sum(op.readings for op in ops)
             self.committed_groups += 1
             self.committed_readings += readings
             self.committed_records += sum(len(op.rows) for op in ops if op.rows)
