@@ -141,7 +141,7 @@ COUNTERS = (
     "datagrams_in", "malformed", "oversize", "rate_limited", "unknown_client", "rejected_clients",
     "sessions_full", "publishes_in", "qos_minus1_in", "publishes_delivered", "congestion", "dropped_qos0",
     "invalid_topic", "duplicates", "buffer_dropped", "sent", "send_dropped", "retransmissions",
-    "delivery_failures", "clients_lost", "wills_published", "unmapped_dropped", "unexpected",
+    "delivery_failures", "clients_lost", "wills_published", "unmapped_dropped", "unexpected", "internal_errors",
 )
 
 
@@ -242,7 +242,14 @@ class Gateway:
                 except OSError:        # e.g. an ICMP error surfacing: nothing to do but go on
                     break
                 n += 1
-                handle(data, addr, now)
+                try:
+                    handle(data, addr, now)
+                except Exception:  # noqa: BLE001 - one datagram must never take the gateway down
+                    # A bug, not bad input (the fuzz tests pin that): count it, log the first few.
+                    self.stats["internal_errors"] += 1
+                    if self.stats["internal_errors"] <= 5:
+                        log.exception("MQTT-SN gateway: datagram from %r raised (%d so far)", addr,
+                                      self.stats["internal_errors"])
             if self._pending:
                 self._wake.set()
             if n >= 512:

@@ -130,6 +130,7 @@ async def test_fuzzed_gateway_keeps_serving_with_flat_memory(harness, third_part
     assert stats["malformed"] > TOTAL // 4, stats
     assert stats["publishes_in"] + stats["qos_minus1_in"] > 100, stats   # the fuzz reached deep paths
     assert len(gw.sessions) <= 16
+    assert stats["internal_errors"] == 0, "a datagram made a handler raise (see the log)"
     # 40,000 datagrams after the midpoint: what the gateway's own code holds may differ only
     # by its bounded caches (the payload rule cache keeps at most 1,024 (topic, client)
     # entries here, about 150 KiB, and starts again when full); the process by little more.
