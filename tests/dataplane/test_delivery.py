@@ -181,3 +181,26 @@ async def test_dlq_commands_list_show_replay_and_purge(tmp_path, capsys):
         await wait_for(lambda: replayed <= _delivered(tmp_path / "out"), 10, what="replayed readings delivered")
     assert main(["dlq", "list", str(site_file)]) == 0
     assert "no dead letters" in capsys.readouterr().out
+
+
+async def test_a_deliver_call_that_never_returns_is_cancelled_and_retried(tmp_path):
+    hang, down = tmp_path / "hang", tmp_path / "down"
+    down.touch()         # calls fail at once until the short timeout is in place
+    site = f"""
+        site: t
+        entries:
+          - {{id: src, domain: acklog, config: {{ack_path: {tmp_path}/ack, limit: 3}}}}
+          - {{id: out, domain: filesink, config: {{path: {tmp_path}/out, hang_flag: {hang}, down_flag: {down}}}}}
+        routes:
+          - {{from: ["src.*/*"], to: [out], priority: critical}}
+        """ + FAST
+    async with running_site(tmp_path, site, plugin_dirs=[FIXTURES]) as host:
+        plane = host.services["dataplane"]
+        plane.deliver_timeout = 0.2
+        hang.touch()
+        down.unlink()
+        await wait_for(lambda: "did not return" in plane.sink_status().get("out", {}).get("last_error", ""), 5,
+                       what="the hung call given up")
+        hang.unlink()
+        await wait_for(lambda: len(sink_lines(tmp_path / "out")) == 12, 5, what="delivered after the hang")
+        assert plane.sink_status()["out"]["state"] == "online"

@@ -198,12 +198,16 @@ class SinkDelivery:
         """Deliver, retrying transient failures with backoff; the permanent error, or None once delivered."""
         while True:
             try:
-                await self.sink.deliver(batches)
+                # A destination that never answers is a failure to retry, not a hang of this sink.
+                with trio.fail_after(self.plane.deliver_timeout):
+                    await self.sink.deliver(batches)
+            except trio.TooSlowError:
+                error: BaseException = SinkError(f"deliver did not return within {self.plane.deliver_timeout:g} s")
             except SinkError as exc:
                 if exc.permanent:
                     self._succeeded()      # the sink answered: it is reachable
                     return exc
-                error: BaseException = exc
+                error = exc
             except Exception as exc:  # noqa: BLE001 - a sink bug is retried, logged, and shown in its state
                 error = exc
                 log.warning("sink %s raised %s: %s (treated as transient)", self.sink_id, type(exc).__name__, exc)

@@ -41,6 +41,7 @@ class DataPlane:
     fetch_records = 1000
     retention_every = 1.0
     idle_poll = 5.0          # longest a delivery sleeps without looking at the WAL
+    deliver_timeout = 60.0   # a deliver call taking longer is cancelled and retried
     flush_every = 1.0
 
     def __init__(self, host: "SiteHost"):

@@ -2,7 +2,7 @@
 
 Controllable from outside the process: while the file named by `down_flag`
 exists, deliveries fail transiently (an outage); readings whose value equals
-`poison` are rejected permanently (a poison message).
+`poison` are rejected permanently (a poison message); while `hang_flag` exists, calls never return.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class FileSinkConfig:
     down_flag: str = ""
     poison: float | None = None
     local: bool = False
+    hang_flag: str = ""
 
 
 class FileSink:
@@ -36,6 +37,8 @@ class FileSink:
 
     async def deliver(self, batches) -> None:
         self.calls += 1
+        if self.cfg.hang_flag and os.path.exists(self.cfg.hang_flag):
+            await trio.sleep_forever()     # a destination that never answers
         if self.cfg.down_flag and os.path.exists(self.cfg.down_flag):
             raise SinkError("destination is down (flag file present)")
         lines = []
