@@ -257,3 +257,17 @@ storage: {normal_period: 50ms, retry_initial: 20ms, retry_max: 200ms}
         events = [e for e in host.events.recent if e.kind == "sink.dead_letter"]
     assert events and all(e.device == "bad.dev0" for e in events)
     assert "0x87" in events[0].data["error"]
+
+
+async def test_concurrent_deliveries_each_complete_on_their_own_pubacks(mosquitto, tmp_path):
+    broker = mosquitto()
+    with MqttObserver(broker, "s/#") as obs:
+        async with running_site(tmp_path, site_with(mqtt_entry("uplink", broker), site="s")) as host:
+            await loaded(host, "uplink")
+            sink = host.sinks["uplink"]
+            async with trio.open_nursery() as nursery:
+                for d in ("a", "b", "c"):
+                    nursery.start_soon(sink.deliver, make_batches(d, 300, per_batch=2))
+            assert sink.counters["deliveries"] == 3 and sink.counters["messages"] == 900
+            assert host.entry("uplink").data["connection"].describe()["in_flight"] == 0
+            await obs.wait_count(900, "s/+")
