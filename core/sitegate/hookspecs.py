@@ -93,6 +93,17 @@ def entry_diagnostics(entry: "EntryContext") -> dict[str, Any]:
     """
 
 
+@hookspec
+def entry_metrics(entry: "EntryContext") -> Mapping[str, float]:
+    """Return the entry's own numbers for Prometheus, as ``{name: value}``.
+
+    Called at every scrape of ``/metrics`` (keep it cheap, no I/O). Names are
+    ``[a-z0-9_]+`` (end counters in ``_total``); they are exported as
+    ``sitegate_adapter_<name>{entry="<id>", domain="<domain>"}``. A fixed set of
+    names: never one per reading, value or device.
+    """
+
+
 # --- adapter ----------------------------------------------------------------------
 
 @hookspec

@@ -86,3 +86,18 @@ async def _read(poller: LinkPoller, command: Command) -> CommandResult:
 def entry_diagnostics(entry) -> dict[str, Any]:
     poller: LinkPoller | None = entry.data.get("poller")
     return poller.diagnostics() if poller is not None else {"connected": False}
+
+
+@hookimpl
+def entry_metrics(entry) -> dict[str, float]:
+    poller: LinkPoller | None = entry.data.get("poller")
+    if poller is None:
+        return {}
+    out = {"poll_lateness_p50_seconds": poller.lateness.percentile(50),
+           "poll_lateness_p99_seconds": poller.lateness.percentile(99),
+           "devices_online": sum(1 for d in poller.devices.values() if d.online),
+           "devices_offline": sum(1 for d in poller.devices.values() if not d.online)}
+    for key, value in poller.counters.items():
+        if isinstance(value, (int, float)):
+            out[f"{key}_total"] = value
+    return out

@@ -103,3 +103,20 @@ async def test_dataplane_metrics_and_slis_are_scraped(tmp_path):
         # history is a local sink: nothing left the site
         assert samples[("sitegate_sli_data_reduction_ratio", ())] == 0.0
         assert ("sitegate_wal_depth_readings", (("priority", "normal"),)) in samples
+
+
+async def test_integrations_export_their_own_metrics_with_bounded_names(tmp_path):
+    from pathlib import Path
+    fixtures = Path(__file__).resolve().parents[1] / "core" / "fixture_plugins"
+    site = """
+    site: t
+    entries:
+      - {id: g, domain: gauges}
+    """
+    async with running_site(tmp_path, site, plugin_dirs=[fixtures]) as host:
+        port = host.services["metrics_http"].port
+        await wait_for(lambda: host.entry("g").state.label == "loaded")
+        status, text = await trio.to_thread.run_sync(_get, port, "/metrics")
+        assert 'sitegate_adapter_polls_total{domain="gauges",entry="g"} 42.0' in text
+        assert 'sitegate_adapter_queue_depth{domain="gauges",entry="g"} 3.5' in text
+        assert "Bad-Name" not in text and "adapter_text" not in text

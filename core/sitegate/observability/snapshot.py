@@ -9,6 +9,7 @@ having a ``metrics()`` method that returns a list of `Metric`.
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ class Snapshot:
 
 
 _PROCESS = psutil.Process(os.getpid())
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def take(host: "SiteHost") -> Snapshot:
@@ -57,6 +59,16 @@ def take(host: "SiteHost") -> Snapshot:
                         "readings an entry handed to the pipeline"))
         m.append(Metric("entry_task_failures_total", e["counters"].get("task_failures", 0), {"entry": e["id"]},
                         "counter", "tasks of the entry that raised while it was loaded"))
+        hook = host.runners[e["id"]].ctx.integration.hook("entry_metrics") if e["state"] == "loaded" else None
+        if hook is not None:
+            try:
+                for name, value in dict(hook(entry=host.runners[e["id"]].ctx)).items():
+                    if _NAME.match(name) and isinstance(value, (int, float)):
+                        m.append(Metric(f"adapter_{name}", float(value), {"entry": e["id"], "domain": e["domain"]},
+                                        "counter" if name.endswith("_total") else "gauge",
+                                        f"{e['domain']} entry metric {name}"))
+            except Exception as exc:  # noqa: BLE001 - one plugin's bug must not blank the scrape
+                m.append(Metric("exporter_errors", 1.0, {"service": e["id"], "error": type(exc).__name__}))
     p = host.pipeline
     m.append(Metric("readings_in_total", p.readings_in, kind="counter", help="readings accepted by the pipeline"))
     m.append(Metric("batches_in_total", p.batches_in, kind="counter", help="batches accepted by the pipeline"))

@@ -57,6 +57,11 @@ async def test_entry_publishes_decoded_readings_and_declares_its_devices(tmp_pat
         assert diag["devices"]["meter.main"]["online"] is True
         # holding 10..11, 65, 90..91 are too far apart to merge (max_gap 16), plus the coil
         assert diag["devices"]["meter.main"]["reads_per_cycle"] == {"0.05s": 4}
+        # The numbers Prometheus scrapes (sitegate_adapter_*): lateness is measured, devices counted.
+        metrics = host.entry("meter").integration.hook("entry_metrics")(entry=host.entry("meter"))
+        assert metrics["devices_online"] == 2 and metrics["devices_offline"] == 0
+        assert metrics["poll_lateness_p99_seconds"] >= metrics["poll_lateness_p50_seconds"] >= 0
+        assert all(name.replace("_", "").isalnum() and name.islower() for name in metrics)
 
 
 async def test_write_command_is_acknowledged_and_read_back(tmp_path, modbus_server):
