@@ -145,26 +145,27 @@ class Node:
     async def _receive(self) -> None:
         while True:
             await trio.lowlevel.wait_readable(self._sock)
-            try:
-                data, addr = self._sock.recvfrom(70000)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                continue   # ICMP port unreachable while the gateway restarts
-            if not self._powered.is_set() or self.offline:
-                continue   # nobody home
-            try:
-                msg = decode(data)
-            except WireError:
-                continue
-            if isinstance(msg, Connack):
-                self.connected.set()
-            elif isinstance(msg, Disconnect):
-                if self.connected.is_set():   # the gateway forgot us (restarted): connect again
-                    self.connected = trio.Event()
-                    self._nursery.start_soon(self._connect)
-            elif isinstance(msg, Publish):
-                await self._on_publish(msg)
+            for _ in range(64):   # a window of chunks arrives together: take them in one wake-up
+                try:
+                    data, addr = self._sock.recvfrom(70000)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    continue   # ICMP port unreachable while the gateway restarts
+                if not self._powered.is_set() or self.offline:
+                    continue   # nobody home
+                try:
+                    msg = decode(data)
+                except WireError:
+                    continue
+                if isinstance(msg, Connack):
+                    self.connected.set()
+                elif isinstance(msg, Disconnect):
+                    if self.connected.is_set():   # the gateway forgot us (restarted): connect again
+                        self.connected = trio.Event()
+                        self._nursery.start_soon(self._connect)
+                elif isinstance(msg, Publish):
+                    await self._on_publish(msg)
 
     async def _reply(self, msg_id: int, body: dict) -> None:
         raw = canonical(body)
