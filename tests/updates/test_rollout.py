@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from sitegate.updates.policy import AbortCriteria, RolloutPolicy
+from sitegate.updates.policy import AbortCriteria, RolloutPolicy, plan_waves
 from sitegate.updates.rollout import RolloutEngine
 from sitegate.updates.store import RolloutStore
 
@@ -94,4 +94,26 @@ async def test_operator_pause_stops_new_devices_and_resume_finishes(lab, make_ar
         assert r["succeeded"] == 200
         actions = [a["action"] for a in engine.store.audit_log(rid) if a["device"] is None]
         assert actions[:3] == ["create", "plan", "wave_start"] and "pause" in actions and "resume" in actions
+        nursery.cancel_scope.cancel()
+
+
+async def test_resume_after_abort_counts_failures_anew_and_offline_nodes_time_out(lab, make_artifact, tmp_path):
+    events = []
+    async with lab(200) as (handler, fleet), trio.open_nursery() as nursery:
+        engine = engine_for(tmp_path, handler, events)
+        await nursery.start(engine.run)
+        # Take the canary offline: its devices time out, the abort trips on timeouts.
+        policy = RolloutPolicy(**{**FAST, "device_timeout": 2},
+                               abort=(AbortCriteria(("timed_out",), 50.0, 3),))
+        inventory = [(d, s["hardware_id"]) for d, s in handler.inventory().items()]
+        canary = [d for d, _, w in plan_waves("r-off", inventory, policy) if w == 0]
+        for device in canary:
+            fleet.nodes[device].offline = True
+        engine.start("nodes", make_artifact(size=1024), policy=policy, rollout_id="r-off")
+        r = await wait_state(engine, "r-off", ("paused",))
+        assert r["failures"] == {"timed_out": 3} and "timed_out" in r["reason"]
+        # The operator decides the canary's network was at fault and resumes: the rest goes through.
+        engine.resume("r-off")
+        r = await wait_state(engine, "r-off", ("completed", "paused"))
+        assert r["state"] == "completed" and r["succeeded"] == 197
         nursery.cancel_scope.cancel()

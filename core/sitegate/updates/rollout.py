@@ -251,8 +251,11 @@ class RolloutEngine:
                              "reverts an uncommitted bank")
 
     def _check_abort(self, rollout_id: str, policy: RolloutPolicy, counts: dict) -> None:
+        base = json.loads(self.store.get(rollout_id)["baseline"] or "{}")
+        executed = counts["executed"] - base.get("executed", 0)
+        failures = {k: v - base.get("failures", {}).get(k, 0) for k, v in counts["failures"].items()}
         for criteria in policy.abort:
-            why = criteria.tripped(counts["executed"], counts["failures"])
+            why = criteria.tripped(executed, failures)
             if why and self._state(rollout_id) == "running":
                 self.store.update(rollout_id, state="paused", reason=f"abort criteria met: {why}",
                                   action="abort_criteria", detail=why)

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS rollouts (
     waves INTEGER NOT NULL DEFAULT 0,
     soak_until REAL,
     reason TEXT NOT NULL DEFAULT '',
+    baseline TEXT NOT NULL DEFAULT '{}',   -- counts at the last resume: abort criteria count from there
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     created_by TEXT NOT NULL DEFAULT ''
@@ -147,7 +148,13 @@ class RolloutStore:
             raise ValueError(f"rollout {rollout_id} is {state}, not paused")
         if verb == "resume" and r["waves"] == 0:
             new = "created"   # never planned: plan when the site picks it up
-        self.update(rollout_id, state=new, reason=f"{verb} by {self.actor}", action=verb, detail=f"{state} -> {new}")
+        extra = {}
+        if verb == "resume":
+            # The failures that tripped the abort were judged by the operator who resumed: count anew.
+            counts = self.counts(rollout_id)
+            extra["baseline"] = json.dumps({"executed": counts["executed"], "failures": counts["failures"]})
+        self.update(rollout_id, state=new, reason=f"{verb} by {self.actor}", action=verb, detail=f"{state} -> {new}",
+                    **extra)
         return new
 
     # --- targets --------------------------------------------------------------------
