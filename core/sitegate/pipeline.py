@@ -21,28 +21,6 @@ class Stage(Protocol):
     """What comes after ingestion. `accept` returns once the batch is safe (committed)."""
 
     async def accept(self, batch: Batch) -> None: ...
-    async def submit_many(self, batches: list[Batch]) -> list[Batch]:
-        """Accept several batches (e.g. one poll of many devices) with one hand-over."""
-        stage = self.stage
-        batches = [b for b in batches if len(b)]
-        if stage is None:
-            stamped = [self._stamp(b) for b in batches]
-            for b in stamped:
-                self._observe(b)
-            await trio.lowlevel.checkpoint_if_cancelled()
-            return stamped
-        accept_many = getattr(stage, "accept_many", None)
-        async with self._limiter:
-            stamped = [self._stamp(b) for b in batches]
-            for b in stamped:
-                self._observe(b)
-            if accept_many is not None:
-                await accept_many(stamped)
-            else:
-                for b in stamped:
-                    await stage.accept(b)
-            return stamped
-
     def saturated(self) -> bool: ...
 
 
