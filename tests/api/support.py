@@ -31,11 +31,11 @@ api:
 @contextlib.asynccontextmanager
 async def api_site(tmp_path: Path, *, interval: float = 0.05, devices: int = 2, soft: int = 1024, soft_time: float = 10,
                    hard: int = 4096, failures: int = 5, window: float = 60, extra: str = "", text: str | None = None,
-                   revoke_poll: float = 0.1, **kw) -> AsyncIterator[Any]:
+                   revoke_poll: float = 0.1, services: bool = False, **kw) -> AsyncIterator[Any]:
     """A running site (simulator `sim`, 2 devices) with the API on a free port; yields (host, server, tokens)."""
     text = text or SITE.format(interval=interval, devices=devices, soft=soft, soft_time=soft_time, hard=hard, failures=failures,
                                window=window, extra=extra)
-    async with running_site(tmp_path, text, services=False, **kw) as host:
+    async with running_site(tmp_path, text, services=services, **kw) as host:
         async with trio.open_nursery() as nursery:
             server = await start_api(host, nursery, revoke_poll=revoke_poll)
             tokens = TokenStore(host.state_dir)

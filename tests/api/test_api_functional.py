@@ -168,3 +168,38 @@ async def test_events_and_readings_are_serialised_once_for_all_subscribers(tmp_p
             # Three subscribers with the same filter: one body per flush, sent three times.
             flushes = calls.count("readings") - bodies
             assert flushes >= 1 and server.readings.messages - messages == 3 * flushes
+
+
+async def test_history_comes_from_the_history_sink(tmp_path):
+    text = """
+    site: apitest
+    entries:
+      - {id: sim, domain: simulator, config: {devices: 1, interval: 0.02}}
+      - {id: history, domain: history}
+    routes:
+      - {from: ["sim.*/*"], to: [history]}
+    storage: {normal_period: 100ms}
+    api: {port: 0}
+    observability: {metrics: false}
+    """
+    import time
+    async with api_site(tmp_path, text=text, services=True) as (host, server, tokens):
+        token, _ = tokens.create("viewer")
+        async with connect(server, token) as c:
+            start = time.time() - 60
+            with trio.fail_after(15):
+                while True:
+                    res = await c.call("history", device_id="sim.dev0", point="temperature", start=start,
+                                       end=time.time() + 1)
+                    assert res["success"], res
+                    if len(res["result"]["rows"]) >= 10:
+                        break
+                    await trio.sleep(0.05)     # polling the condition, with the deadline above
+            assert res["result"]["entry"] == "history"
+            row = res["result"]["rows"][0]
+            assert set(row) == {"ts", "value", "quality"} and start <= row["ts"]
+            hourly = await c.call("history", device_id="sim.dev0", point="temperature", start=start,
+                                  end=time.time() + 1, resolution=3600)
+            assert hourly["result"]["rows"][0]["count"] >= 10
+            bad = await c.call("history", device_id="sim.dev0", point="temperature", start=10, end=5)
+            assert bad["error"]["code"] == "invalid_format" and "start" in bad["error"]["message"]

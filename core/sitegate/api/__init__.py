@@ -38,6 +38,8 @@ async def start_api(host: "SiteHost", nursery: trio.Nursery, **kw) -> "ApiServer
     settings = host.loaded.site.api
     if not settings.enabled:
         return None
+    if host.services.get("api") is not None:       # started already (once per site)
+        return host.services["api"]
     if "tokens" not in kw:
         kw["tokens"] = await trio.to_thread.run_sync(TokenStore, host.state_dir)
     server = ApiServer(host, settings, **kw)
