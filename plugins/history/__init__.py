@@ -115,7 +115,6 @@ async def setup_entry(entry) -> None:
 
     def cleanup() -> None:
         service.stores.pop(entry.id, None)
-        store.rollup()
         store.close()
     entry.on_unload(cleanup)
 

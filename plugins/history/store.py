@@ -1,8 +1,8 @@
 """Local time series in SQLite: raw readings, hourly and daily roll-ups, each with its own retention.
 
-`HistoryStore.write` takes delivered batches (deduplicated by msgId, i.e.
-device and seq); roll-ups of the hours touched are recomputed from the raw
-rows (so a replayed reading never counts twice) and days from their hours.
+`HistoryStore.write` takes delivered batches, deduplicated by msgId (device
+and seq), and folds only the readings it had not seen into the hourly and
+daily roll-ups, so a replayed reading never counts twice and the cost is per new reading.
 `query(device, point, start, end, resolution)` is what the WebSocket API calls.
 """
 
@@ -33,35 +33,49 @@ CREATE TABLE IF NOT EXISTS daily(
     device TEXT NOT NULL, point TEXT NOT NULL, bucket REAL NOT NULL, count INTEGER NOT NULL, sum REAL,
     min REAL, max REAL, first REAL, first_ts REAL, last REAL, last_ts REAL,
     PRIMARY KEY(device, point, bucket)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dirty(device TEXT NOT NULL, point TEXT NOT NULL, bucket REAL NOT NULL,
-    PRIMARY KEY(device, point, bucket)) WITHOUT ROWID;
+CREATE TEMP TABLE IF NOT EXISTS incoming(
+    device TEXT NOT NULL, seq INTEGER NOT NULL, point TEXT NOT NULL, ts REAL NOT NULL, value, quality INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS temp.incoming_point_ts ON incoming(device, point, ts);
 """
 
-_ROLLUP_HOUR = """
-INSERT OR REPLACE INTO hourly
-SELECT :device, :point, :bucket, count(*), sum(value), min(value), max(value),
-       (SELECT value FROM raw WHERE device=:device AND point=:point AND ts>=:bucket AND ts<:end
-            AND typeof(value) IN ('integer', 'real') ORDER BY ts LIMIT 1),
-       min(ts),
-       (SELECT value FROM raw WHERE device=:device AND point=:point AND ts>=:bucket AND ts<:end
-            AND typeof(value) IN ('integer', 'real') ORDER BY ts DESC LIMIT 1),
-       max(ts)
-FROM raw WHERE device=:device AND point=:point AND ts>=:bucket AND ts<:end AND typeof(value) IN ('integer', 'real')
-HAVING count(*) > 0
+# Roll-ups are updated from the readings just stored (never from re-sent ones), O(new readings):
+# the new readings are aggregated per bucket in Python and merged into the table in one upsert.
+_MERGE = """
+INSERT INTO {table}(device, point, bucket, count, sum, min, max, first, first_ts, last, last_ts)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(device, point, bucket) DO UPDATE SET
+    count = count + excluded.count, sum = sum + excluded.sum,
+    min = min(min, excluded.min), max = max(max, excluded.max),
+    first = CASE WHEN excluded.first_ts < first_ts THEN excluded.first ELSE first END,
+    first_ts = min(first_ts, excluded.first_ts),
+    last = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last ELSE last END,
+    last_ts = max(last_ts, excluded.last_ts)
 """
 
-_ROLLUP_DAY = """
-INSERT OR REPLACE INTO daily
-SELECT :device, :point, :bucket, sum(count), sum(sum), min(min), max(max),
-       (SELECT first FROM hourly WHERE device=:device AND point=:point AND bucket>=:bucket AND bucket<:end
-            ORDER BY first_ts LIMIT 1),
-       min(first_ts),
-       (SELECT last FROM hourly WHERE device=:device AND point=:point AND bucket>=:bucket AND bucket<:end
-            ORDER BY last_ts DESC LIMIT 1),
-       max(last_ts)
-FROM hourly WHERE device=:device AND point=:point AND bucket>=:bucket AND bucket<:end
-HAVING count(*) > 0
-"""
+
+def aggregate(rows, width: float) -> list[tuple]:
+    """(device, point, bucket, count, sum, min, max, first, first_ts, last, last_ts) per bucket of
+    numeric readings in `rows` of (device, point, ts, value)."""
+    groups: dict[tuple, list] = {}
+    for device, point, ts, v in rows:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        key = (device, point, ts - ts % width)
+        g = groups.get(key)
+        if g is None:
+            groups[key] = [1, v, v, v, v, ts, v, ts]
+            continue
+        g[0] += 1
+        g[1] += v
+        if v < g[2]:
+            g[2] = v
+        if v > g[3]:
+            g[3] = v
+        if ts < g[5]:
+            g[4], g[5] = v, ts
+        if ts >= g[7]:
+            g[6], g[7] = v, ts
+    return [(*key, *g) for key, g in groups.items()]
 
 
 class HistoryStore:
@@ -78,7 +92,6 @@ class HistoryStore:
         self._local = threading.local()         # one reading connection per querying thread
         self.written = 0
         self.too_old = 0                        # readings older than raw retention: not stored, counted
-        self._last_rollup = 0.0
         self._last_prune = 0.0
 
     def close(self) -> None:
@@ -87,11 +100,12 @@ class HistoryStore:
 
     # --- writing (called from a worker thread) ----------------------------------------------
     def write(self, batches: Sequence[Batch], now: float | None = None) -> int:
-        """Store readings (a reading seen before, by device and seq, is ignored); the number given."""
+        """Store readings and fold them into the hourly and daily roll-ups. A reading stored before
+        (same device and seq, i.e. same msgId) is ignored, so a replay never counts twice.
+        Returns how many readings were new."""
         now = time.time() if now is None else now
         oldest = now - self.raw_keep
         rows = []
-        dirty = set()
         for b in batches:
             device, seq = b.device, b.seq
             q = b.quality
@@ -102,33 +116,22 @@ class HistoryStore:
                 if not isinstance(v, (int, float, str, bytes)) and v is not None:
                     v = str(v)
                 rows.append((device, seq + i, p, t, v, 0 if q is None else q[i]))
-                dirty.add((device, p, t - t % HOUR))
         with self._lock:
             c = self._conn
             c.execute("BEGIN IMMEDIATE")
-            c.executemany("INSERT OR IGNORE INTO raw(device, seq, point, ts, value, quality) VALUES (?, ?, ?, ?, ?, ?)",
-                          rows)
-            c.executemany("INSERT OR IGNORE INTO dirty(device, point, bucket) VALUES (?, ?, ?)", dirty)
+            c.execute("DELETE FROM incoming")
+            c.executemany("INSERT INTO incoming VALUES (?, ?, ?, ?, ?, ?)", rows)
+            c.execute("DELETE FROM incoming WHERE rowid NOT IN (SELECT min(rowid) FROM incoming GROUP BY device, seq)")
+            c.execute("DELETE FROM incoming WHERE EXISTS "
+                      "(SELECT 1 FROM raw WHERE raw.device=incoming.device AND raw.seq=incoming.seq)")
+            new = c.execute("INSERT INTO raw SELECT device, seq, point, ts, value, quality FROM incoming").rowcount
+            if new:
+                fresh = c.execute("SELECT device, point, ts, value FROM incoming").fetchall()
+                c.executemany(_MERGE.format(table="hourly"), aggregate(fresh, HOUR))
+                c.executemany(_MERGE.format(table="daily"), aggregate(fresh, DAY))
             c.execute("COMMIT")
-            self.written += len(rows)
-        return len(rows)
-
-    def rollup(self) -> int:
-        """Recompute the hourly and daily roll-ups of every hour written since the last call; how many hours."""
-        with self._lock:
-            c = self._conn
-            c.execute("BEGIN IMMEDIATE")
-            hours = c.execute("SELECT device, point, bucket FROM dirty").fetchall()
-            days = set()
-            for device, point, bucket in hours:
-                c.execute(_ROLLUP_HOUR, {"device": device, "point": point, "bucket": bucket, "end": bucket + HOUR})
-                days.add((device, point, bucket - bucket % DAY))
-            for device, point, bucket in days:
-                c.execute(_ROLLUP_DAY, {"device": device, "point": point, "bucket": bucket, "end": bucket + DAY})
-            c.execute("DELETE FROM dirty")
-            c.execute("COMMIT")
-            self._last_rollup = time.time()
-        return len(hours)
+            self.written += new
+        return new
 
     def prune(self, now: float | None = None) -> dict[str, int]:
         """Apply the retention tiers: raw, hourly and daily rows older than their keep."""
@@ -145,11 +148,9 @@ class HistoryStore:
             self._last_prune = now
         return out
 
-    def maintain(self, now: float | None = None, *, rollup_every: float = 1.0, prune_every: float = 60.0) -> None:
-        """Roll up and prune when they are due; cheap when they are not."""
+    def maintain(self, now: float | None = None, *, prune_every: float = 60.0) -> None:
+        """Prune when it is due; cheap when it is not."""
         now = time.time() if now is None else now
-        if now - self._last_rollup >= rollup_every:
-            self.rollup()
         if now - self._last_prune >= prune_every:
             self.prune(now)
 

@@ -34,10 +34,10 @@ def _store(tmp_path, **kw):
 
 def test_hourly_and_daily_rollups_match_hand_computed_values(tmp_path):
     s = _store(tmp_path, raw_keep=1e12)
-    # hour 0: 1, 5, 3 ; hour 1: 10, -2 ; a text value in hour 0 is stored raw but not aggregated
-    s.write([Batch("d", ["t", "t", "t", "mode"], [1.0, 5.0, 3.0, "auto"], [T0 + 10, T0 + 20, T0 + 3599, T0 + 30], seq=0),
-             Batch("d", ["t", "t"], [10.0, -2.0], [T0 + 3600, T0 + 7199], seq=4)], now=T0 + 8000)
-    assert s.rollup() == 3
+    # hour 0: 1, 5, 3 ; hour 1: 10, -2 ; a text value in hour 0 is stored raw but not aggregated.
+    # Written in two deliveries, the second reaching back into hour 0, so the roll-ups are merged.
+    s.write([Batch("d", ["t", "mode", "t"], [5.0, "auto", 3.0], [T0 + 20, T0 + 30, T0 + 3599], seq=0)], now=T0 + 8000)
+    s.write([Batch("d", ["t", "t", "t"], [1.0, 10.0, -2.0], [T0 + 10, T0 + 3600, T0 + 7199], seq=3)], now=T0 + 8000)
     hours = s.query("d", "t", T0, T0 + 2 * 3600, "hour")["rows"]
     assert [(r["ts"], r["count"], r["min"], r["max"], r["avg"], r["first"], r["last"]) for r in hours] == [
         (T0, 3, 1.0, 5.0, 3.0, 1.0, 3.0), (T0 + 3600, 2, -2.0, 10.0, 4.0, 10.0, -2.0)]
@@ -52,9 +52,8 @@ def test_hourly_and_daily_rollups_match_hand_computed_values(tmp_path):
 def test_a_replayed_reading_is_stored_and_counted_once(tmp_path):
     s = _store(tmp_path, raw_keep=1e12)
     b = Batch("d", ["t", "t"], [1.0, 2.0], [T0 + 1, T0 + 2], seq=7)
-    s.write([b], now=T0)
-    s.write([b], now=T0)           # the data plane redelivers after a crash: same device and seq
-    s.rollup()
+    assert s.write([b], now=T0) == 2
+    assert s.write([b, b], now=T0) == 0     # the data plane redelivers after a crash: same device and seq
     assert len(s.query("d", "t", T0, T0 + 10, "raw")["rows"]) == 2
     assert s.query("d", "t", T0, T0 + 3600, "hour")["rows"][0]["count"] == 2
 
@@ -63,7 +62,6 @@ def test_retention_tiers_prune_each_table_at_its_own_age(tmp_path):
     s = _store(tmp_path, raw_keep=2 * 86400, hourly_keep=10 * 86400, daily_keep=100 * 86400)
     for day in (0, 5, 50):
         s.write([Batch("d", ["t"], [float(day)], [T0 + day * 86400], seq=day)], now=T0 + day * 86400)
-    s.rollup()
     pruned = s.prune(now=T0 + 51 * 86400)
     assert pruned == {"raw": 2, "hourly": 2, "daily": 0}
     assert s.query("d", "t", T0, T0 + 60 * 86400, "day")["rows"][0]["count"] == 1
@@ -92,8 +90,6 @@ async def test_history_sink_stores_a_live_site_and_answers_queries(tmp_path):
         while await count() < 20:
             assert time.monotonic() < deadline, "history got no readings"
             await trio.sleep(0.02)     # polling the condition, with the deadline above
-        store = host.entry("history").data["history_store"]
-        store.rollup()
         hours = await service.query("sim.dev0", "temperature", start, time.time() + 1, "hour")
         assert hours["rows"] and hours["rows"][0]["count"] >= 20
         # The shape the WebSocket API's `history` command calls: resolution in seconds, None for raw.
