@@ -90,7 +90,8 @@ class Twins:
             cols = [c[1] for c in db.execute("PRAGMA table_info(twins)")]
             for row in db.execute("SELECT * FROM twins"):
                 rec = dict(zip(cols, row))
-                self.twins[rec["id"]] = Twin(rec.pop("id"), **rec)
+                device = rec.pop("id")
+                self.twins[device] = Twin(device, **rec)
             for device, point, level, severity, message, since in db.execute("SELECT * FROM alarms"):
                 if device in self.twins:
                     self.twins[device].alarms[point] = {"point": point, "level": level, "severity": severity,
