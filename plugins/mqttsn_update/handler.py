@@ -48,6 +48,7 @@ class MqttsnUpdateHandler:
         self._msg_id: dict[str, int] = {}
         self._acks: dict[str, trio.MemorySendChannel] = {}   # device -> chunk PUBACKs while a transfer runs
         self._staged_kind: dict[str, str] = {}
+        self._drift: dict[str, dict] = {}        # device -> last config drift reported
         self._sock: trio.socket.SocketType | None = None
         self.counters = {"datagrams_out": 0, "datagrams_in": 0, "retransmits": 0, "bytes_staged": 0}
 
@@ -129,9 +130,11 @@ class MqttsnUpdateHandler:
         self._seen.setdefault(device, trio.Event()).set()
         if self.golden is not None:
             delta = config_delta(status.get("config") or {}, self.golden)
-            if delta:
+            # Once per change of the drift, not at every keep-alive.
+            if delta and self._drift.get(device) != delta:
                 self.emit("config.drift", device=device, message=f"{device}: config differs from golden in "
                           f"{', '.join(sorted(delta))}", delta=delta)
+            self._drift[device] = delta
         if first:
             self.emit("update.device_seen", device=device, hardware_id=status.get("hw"), version=status.get("version"))
 

@@ -89,3 +89,22 @@ async def test_golden_config_drift_detected_and_delta_pushed(lab, publisher_key)
         await handler._json_request("n0003", T_OFFER, dict(other.envelope))
         with pytest.raises(UpdateRefused, match="hash"):
             await handler._json_request("n0003", T_CONFIG, {"delta": {"interval": 2}})
+
+
+async def test_drift_from_golden_config_raised_once_per_change(lab):
+    raised = []
+    desired = {"interval": 30}
+    async with lab(3, golden=desired, emit=lambda kind, **kw: raised.append((kind, kw["device"], kw.get("delta"))),
+                   fleet_kw={"config": {"interval": 60}, "keepalive": 0.05}) as (handler, fleet):
+        with trio.fail_after(5):
+            while sum(r[0] == "config.drift" for r in raised) < 3:
+                await trio.sleep(0.01)
+        node = fleet.nodes["n0000"]
+        with trio.fail_after(5):   # several keep-alives later: still one event per node
+            hellos = handler.counters["datagrams_in"]
+            while handler.counters["datagrams_in"] < hellos + 12:
+                await trio.sleep(0.01)
+        drift = [r for r in raised if r[0] == "config.drift"]
+        assert sorted(d for _, d, _ in drift) == ["n0000", "n0001", "n0002"]
+        assert drift[0][2] == {"interval": 30}
+        assert node.config == {"interval": 60}

@@ -9,6 +9,7 @@ step, so a restarted gateway picks up exactly where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -295,7 +296,6 @@ def create_rollout(store: RolloutStore, entry: str, artifact: UpdateArtifact, *,
         verify_envelope(artifact.envelope, trusted)
     if len(artifact.payload) != m.length:
         raise UpdateRefused("length", f"payload is {len(artifact.payload)} bytes, the manifest signs {m.length}")
-    import hashlib
     if hashlib.sha256(artifact.payload).hexdigest() != m.hashes["sha256"]:
         raise UpdateRefused("hash", "sha256 of the payload does not match the signed one")
     if m.expires <= time.time():
