@@ -1,0 +1,199 @@
+"""Every runnable block in docs/*.md is executed, in order, as a reader would type it.
+
+The convention (docs/architecture.md, "Docs that run"), on a fenced block's info string:
+- ```` ```yaml title=site.yaml ```` writes the block to that file in the doc's scratch folder;
+- ```` ```sh run ```` runs the block with ``bash -e`` there and needs exit status 0;
+  ``run=fails`` needs a non-zero status; ``expect="text"`` needs the text in the output;
+- ```` ```sh run=background until="text" ```` starts a long-running command (``sitegate run``),
+  waits for the text, runs the rest of the doc beside it, then stops it with SIGTERM (exit 0);
+- ```` ```python run ```` runs the block with this Python.
+The scratch folder has ``plugins`` and ``examples`` linked from the repository and a ``registry``
+made as ``make registry`` makes it (so a reader's "from the repository folder" holds), and
+``sitegate`` first on PATH. Site files written
+from titled blocks get free ports (``api``/``observability`` ``port: 0``) unless they set them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import attrs
+import pytest
+
+from sitegate.testing import write_site
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"
+FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
+LINKED = ("plugins", "examples")
+
+
+@attrs.frozen
+class Block:
+    doc: str
+    line: int
+    lang: str
+    options: dict[str, str]
+    body: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.doc}:{self.line}"
+
+    @property
+    def runnable(self) -> bool:
+        return "run" in self.options or "title" in self.options
+
+
+def blocks(doc: Path) -> list[Block]:
+    text = doc.read_text()
+    out = []
+    for m in FENCE.finditer(text):
+        info = m.group(1).strip()
+        lang, _, rest = info.partition(" ")
+        try:
+            words = shlex.split(rest)
+        except ValueError as exc:
+            raise AssertionError(f"{doc.name}:{text.count(chr(10), 0, m.start()) + 1}: bad info string {info!r}: {exc}")
+        options = dict(w.split("=", 1) if "=" in w else (w, "") for w in words)
+        out.append(Block(doc.name, text.count("\n", 0, m.start()) + 1, lang, options, m.group(2)))
+    return out
+
+
+def runnable_docs() -> list[Path]:
+    return sorted(d for d in DOCS.glob("*.md") if any("run" in b.options for b in blocks(d)))
+
+
+def not_executed() -> dict[str, list[str]]:
+    """Per doc, the blocks this test does not execute (the list of what is left to mark)."""
+    run = set(runnable_docs())
+    return {d.name: [f"{b.where} ```{b.lang} {' '.join(f'{k}={v}' for k, v in b.options.items())}".rstrip()
+                     for b in blocks(d) if d not in run or not b.runnable]
+            for d in sorted(DOCS.glob("*.md"))}
+
+
+class Background:
+    def __init__(self, block: Block, cwd: Path, env: dict[str, str]):
+        self.block = block
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(["bash", "-e", "-c", block.body], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+        self.reader.start()
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in list(self.lines)):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"{self.block.where}: waited {timeout:g} s for {text!r}; "
+                                     f"exit {self.proc.returncode}:\n{''.join(self.lines)[-5000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.reader.join(5)
+        return self.proc.returncode
+
+
+def scratch(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for name in LINKED:
+        (tmp_path / name).symlink_to(REPO / name)
+    # A registry of its own, signed like `make registry` does: never stale, and the repository's untouched.
+    import io
+    from sitegate.registry.devpublish import devpublish
+    problems = devpublish(REPO / "plugins", tmp_path / "registry", out=io.StringIO())
+    assert not problems, problems
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               PYTHONUNBUFFERED="1", SITEGATE_REPO=str(REPO))
+    return tmp_path, env
+
+
+def write_titled(block: Block, folder: Path) -> None:
+    dest = folder / block.options["title"]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if block.lang == "yaml" and re.search(r"^site:", block.body, re.M):
+        write_site(dest.parent, block.body, name=dest.name, fast=False)
+    else:
+        dest.write_text(block.body)
+
+
+def run_doc(doc: Path, folder: Path) -> None:
+    folder, env = scratch(folder)
+    background: list[Background] = []
+    try:
+        for block in blocks(doc):
+            if "title" in block.options and "run" not in block.options:
+                write_titled(block, folder)
+                continue
+            if "run" not in block.options:
+                continue
+            mode = block.options["run"]
+            timeout = float(block.options.get("timeout", 300))
+            if mode == "background":
+                bg = Background(block, folder, env)
+                background.append(bg)
+                bg.wait_for(block.options.get("until", ""), timeout)
+                continue
+            argv = [sys.executable, "-c", block.body] if block.lang == "python" else ["bash", "-e", "-c", block.body]
+            done = subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
+            output = done.stdout + done.stderr
+            if mode == "fails":
+                assert done.returncode != 0, f"{block.where}: expected a failure, got exit 0:\n{output}"
+            else:
+                assert done.returncode == 0, f"{block.where}: exit {done.returncode}:\n{block.body}\n{output}"
+            if "expect" in block.options:
+                assert block.options["expect"] in output, f"{block.where}: {block.options['expect']!r} not in:\n{output}"
+    finally:
+        statuses = [(bg, bg.stop()) for bg in background]
+    for bg, status in statuses:
+        assert status == 0, f"{bg.block.where}: exit {status} after SIGTERM:\n{''.join(bg.lines)[-5000:]}"
+
+
+@pytest.mark.parametrize("doc", runnable_docs(), ids=lambda d: d.name)
+def test_doc_runs_as_written(doc, tmp_path):
+    run_doc(doc, tmp_path)
+
+
+def test_info_strings_follow_the_convention():
+    known = {"run", "title", "until", "expect", "timeout"}
+    modes = {"", "fails", "background"}
+    problems = []
+    for doc in sorted(DOCS.glob("*.md")):
+        for b in blocks(doc):
+            problems += [f"{b.where}: unknown option {k!r}" for k in b.options if k not in known]
+            if "run" in b.options and b.options["run"] not in modes:
+                problems.append(f"{b.where}: run={b.options['run']!r}, expected one of {sorted(modes)}")
+            if b.options.get("run") == "background" and not b.options.get("until"):
+                problems.append(f"{b.where}: run=background needs until=\"text it prints when ready\"")
+            if "run" in b.options and b.lang not in ("sh", "python"):
+                problems.append(f"{b.where}: only sh and python blocks can run, got {b.lang!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_convention_catches_a_failing_block(tmp_path):
+    doc = tmp_path / "broken.md"
+    doc.write_text("```sh run\nfalse\n```\n")
+    with pytest.raises(AssertionError, match="broken.md:1: exit 1"):
+        run_doc(doc, tmp_path / "scratch")
+
+
+if __name__ == "__main__":   # python tests/docs/test_docs_run.py: what no test executes yet
+    for name, missing in not_executed().items():
+        for item in missing:
+            print(item)
