@@ -165,7 +165,9 @@ class Mosquitto:
         self.log_path = self.folder / "mosquitto.log"
         self.config_path = self.folder / "mosquitto.conf"
         self.process: subprocess.Popen | None = None
-        self._write_config(persistence, options or {})
+        self._started_once = False
+        self._persistence, self._options = persistence, options or {}
+        self._write_config(persistence, self._options)
 
     def _write_config(self, persistence: bool, options: dict[str, object]) -> None:
         data = self.folder / "data"
@@ -210,7 +212,22 @@ class Mosquitto:
     def start(self, timeout: float = 10.0) -> "Mosquitto":
         if self.running:
             return self
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except RuntimeError as exc:
+                # Another process took a port between free_port() and the broker's bind: on the
+                # first start only (later starts must keep the ports clients know), pick new ones.
+                if self._started_once or "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+                self.port = free_port()
+                self.tls_port = free_port() if self.tls else None
+                self._write_config(self._persistence, self._options)
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> "Mosquitto":
         log = open(self.log_path, "ab")
+        offset = log.tell()
         self.process = subprocess.Popen([self.binary, "-c", str(self.config_path)], stdout=log, stderr=log,
                                         stdin=subprocess.DEVNULL)
         log.close()
@@ -219,7 +236,10 @@ class Mosquitto:
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"mosquitto exited with {self.process.returncode} at start:\n{self.log_tail()}")
-            if all(_accepts(self.host, p) for p in ports):
+            # "running" is logged once every listener is bound: a port that accepts before that
+            # may belong to someone else.
+            if self._log_since(offset).find(" running") >= 0 and all(_accepts(self.host, p) for p in ports):
+                self._started_once = True
                 return self
             if time.monotonic() > deadline:
                 self.stop()
@@ -254,6 +274,14 @@ class Mosquitto:
 
     async def astop(self) -> None:
         await trio.to_thread.run_sync(self.stop)
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, lines: int = 30) -> str:
         try:
