@@ -72,6 +72,9 @@ class Sink(Protocol):
 
     async def deliver(self, batches: Sequence[Batch]) -> None: ...
 
+    # Optional: `duplicates: int`, readings delivered again that the destination already had
+    # (dedup by msgId): exported as sitegate_sink_duplicates_total and watched for replays.
+
 
 @runtime_checkable
 class UpdateHandler(Protocol):

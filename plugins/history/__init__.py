@@ -40,6 +40,11 @@ class HistorySink:
     def __init__(self, store: HistoryStore):
         self.store = store
 
+    @property
+    def duplicates(self) -> int:
+        """Readings delivered again that the store already had (dedup hits, sitegate_sink_duplicates_total)."""
+        return self.store.duplicates
+
     async def deliver(self, batches: Sequence[Batch]) -> None:
         store = self.store
 

@@ -93,6 +93,7 @@ class HistoryStore:
         self.written = 0
         self.too_old = 0                        # readings older than raw retention: not stored, counted
         self._last_prune = 0.0
+        self.duplicates = 0
 
     def close(self) -> None:
         with self._lock:
@@ -131,6 +132,7 @@ class HistoryStore:
                 c.executemany(_MERGE.format(table="daily"), aggregate(fresh, DAY))
             c.execute("COMMIT")
             self.written += new
+            self.duplicates += len(rows) - new   # readings it already had: a replay after a lost ack
         return new
 
     def prune(self, now: float | None = None) -> dict[str, int]:

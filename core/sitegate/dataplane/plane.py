@@ -274,7 +274,8 @@ class DataPlane:
         last = self.wal.last_ids
         return {k: {"state": d.state, "cursor": sum(d.cursors),
                     "backlog": sum(max(0, last[p] - d.cursors[p]) for p in range(3)),
-                    "delivered": d.delivered_readings, "duplicates": 0, "dead_letters": d.dead_letters,
+                    "delivered": d.delivered_readings,
+                    "duplicates": int(getattr(self.host.sinks.get(k), "duplicates", 0) or 0), "dead_letters": d.dead_letters,
                     "withheld": d.withheld, "last_error": d.last_error}
                 for k, d in self.deliveries.items()}
 
