@@ -92,3 +92,42 @@ def test_run_applies_edits_live_and_stops_within_bound(tmp_path, signed_registry
             proc.kill()
     assert proc.returncode == 0
     assert took < 5.0, f"shutdown took {took:.1f} s, bound is 5 s"
+
+
+async def test_routes_with_processors_run_from_the_signed_registry(tmp_path, signed_registry):
+    """Processor integrations named only in routes are installed and verified like entry domains."""
+    import argparse
+
+    import trio
+
+    from sitegate.cli.common import plugin_source_from_args
+    from sitegate.config import load_site
+    from sitegate.host import SiteHost
+    from sitegate.runner import SERVICES
+    from sitegate.testing import wait_for
+
+    site = tmp_path / "site.yaml"
+    site.write_text(f"""
+site: e2e
+runtime: {{state_dir: {tmp_path / 'state'}}}
+api: {{port: 0}}
+observability: {{port: 0}}
+entries:
+  - {{id: sim, domain: simulator, config: {{interval: 20ms}}}}
+  - {{id: hist, domain: history}}
+routes:
+  - {{from: ["sim.*/temperature"], through: [{{deadband: {{abs: 0.01}}}}, {{window: {{every: 1s, keep: [avg]}}}}], to: [hist]}}
+""")
+    args = argparse.Namespace(site=site, dev_plugins=[], registry=signed_registry, state=None)
+    source = plugin_source_from_args(args)
+    assert getattr(source, "verified", False)
+    host = SiteHost(load_site(site), source)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(host.run)
+        for start in SERVICES:
+            await start(host, nursery)
+        await wait_for(lambda: host.services["dataplane"].sink_status().get("hist", {}).get("delivered", 0) > 0,
+                       timeout=30, what="window averages delivered to history")
+        assert {"deadband", "window"} <= set(host.loader.loaded)
+        await host.shutdown()
+        nursery.cancel_scope.cancel()

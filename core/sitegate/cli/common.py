@@ -53,5 +53,17 @@ def plugin_source_from_args(args: argparse.Namespace, loaded: "LoadedSite | None
     for entry in loaded.site.entries:
         if not entry.disabled:
             pins.setdefault(entry.domain, "")
+    # Processor types used in routes come from integrations no entry names; first-party ones are
+    # named for their type (deadband, window, ...), so those are installed (verified) too.
+    steps = {str(name) for route in loaded.site.routes for step in route.through
+             for name in (step if isinstance(step, dict) else {})}
+    if steps:
+        from ..registry.repository import Repository
+        try:
+            published = {p.domain for p in Repository(registry).plugins()}   # only to choose; install verifies
+        except Exception:  # noqa: BLE001 - an unreadable registry is reported by the install itself
+            published = set()
+        for name in sorted(steps & published):
+            pins.setdefault(name, "")
     state = getattr(args, "state", None) or state_dir_for(loaded)
     return RegistrySource(registry, Path(state), pins)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from .harness import FAST_RUNTIME, Recorder, running_site, wait_for, write_site  # noqa: F401
+from .mosquitto import Mosquitto, MqttObserver, mosquitto, publish_messages  # noqa: F401
 from .fixtures import (ManualClock, ProcessorDriver, SinkRecorder, add_entry, clocked_site,  # noqa: F401
                        load_integration, sitegate_clock)
 from .wsclient import ApiClient, api_client  # noqa: F401
