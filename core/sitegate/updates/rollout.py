@@ -80,8 +80,14 @@ class RolloutEngine:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             task_status.started(self)
+            seen: dict[str, str] = {r["id"]: r["state"] for r in self.store.list()}
             while True:
                 for r in self.store.list():
+                    if seen.get(r["id"]) != r["state"]:
+                        # Any change, including one an operator made from the CLI in another process.
+                        self._event("rollout.state", r["id"], f"{r['id']}: {seen.get(r['id'], 'new')} -> {r['state']}"
+                                    + (f" ({r['reason']})" if r["reason"] else ""))
+                        seen[r["id"]] = r["state"]
                     if r["state"] in ("created", "running") and r["id"] not in self._active:
                         scope = self._active[r["id"]] = trio.CancelScope()
                         nursery.start_soon(self._drive, r["id"], scope, name=f"rollout:{r['id']}")
