@@ -32,6 +32,8 @@ async def test_cli_start_pause_status_abort(lab, make_artifact, tmp_path, capsys
         assert "wave_done  wave 1 done; next wave 3 after 30 s soak" in out
         assert "3/30 updated, 0 failed (0 rolled back), 0 in progress, 27 pending" in out
         assert " pause " in out and " plan " in out
+        main(["rollout", "status", "nope", "--state", str(state)])
+        assert "error: no rollout 'nope'" in capsys.readouterr().out
         assert main(["rollout", "abort", "r1", "--state", str(state)]) == 0
         assert main(["rollout", "resume", "r1", "--state", str(state)]) == 1
         assert "error: rollout r1 is aborted; it cannot be resumed" in capsys.readouterr().out

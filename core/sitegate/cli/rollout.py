@@ -127,6 +127,8 @@ def _ago(ts: float | None) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from ..updates.rollout import describe
+    if args.state and args.site and args.id is None:
+        args.id, args.site = str(args.site), None   # `status ID --state DIR`: the one positional is the id
     store = _store(args)
     rows = [store.get(args.id)] if args.id else store.list()
     if args.id and rows[0] is None:
