@@ -130,3 +130,21 @@ async def test_try_submit_commits_in_the_background_and_refuses_when_the_wal_is_
         assert host.pipeline.rejected == 3
         await wait_for(lambda: len(sink_lines(tmp_path / "out")) == 10, 5, what="the 5 accepted batches delivered")
         assert host.pipeline.try_submit(Batch("dev", ["p"], [9], [0.0]))
+
+
+def test_a_processor_that_raises_costs_only_its_route_and_is_reported():
+    from sitegate.dataplane.stage import RouteStage
+
+    class Broken:
+        def process(self, batch):
+            raise ZeroDivisionError("division by zero")
+
+    events = []
+    table = RouteTable([_route(0, ["*/*"], to=("a",)), _route(1, ["*/*"], to=("b",))], lambda d, p: None)
+    table.routes[1].steps = [Broken()]
+    from sitegate.pipeline import Pipeline
+    stage = RouteStage(table, wal=None, pipeline=Pipeline("t"), emit=events.append)
+    rows = stage.rows_for(Batch("d", ["p", "q"], [1, 2], [0, 0], seq=5))
+    assert [(r[1], r[2], r[3], r[4]) for r in rows] == [("d", 5, 2, ",a,")]
+    assert stage.processor_errors == 2
+    assert events[0].kind == "route.processor_error" and "ZeroDivisionError" in events[0].message

@@ -127,16 +127,30 @@ class RouteStage:
 
     def _run_steps(self, route: CompiledRoute, start: int, batches: list[Batch]) -> list[Batch]:
         steps = route.steps
+        if len(batches) == 1:
+            # The common case, one batch in and at most one out per step, without building lists.
+            b = batches[0]
+            k = start
+            try:
+                for k in range(start, len(steps)):
+                    r = steps[k].process(b)
+                    if r is None or not r.points:
+                        return []
+                    b = r
+            except Exception as exc:  # noqa: BLE001 - a processor bug must not stop the other routes
+                self._processor_failed(route, k, steps[k], b, exc)
+                return []
+            return [b]
         for k in range(start, len(steps)):
             step = steps[k]
             nxt: list[Batch] = []
             for b in batches:
                 try:
                     r = step.process(b)
-                except Exception as exc:  # noqa: BLE001 - a processor bug must not stop the other routes
+                except Exception as exc:  # noqa: BLE001
                     self._processor_failed(route, k, step, b, exc)
                     continue
-                if r is not None and len(r):
+                if r is not None and r.points:
                     nxt.append(r)
             batches = nxt
             if not batches:
