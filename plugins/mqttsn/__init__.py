@@ -152,3 +152,19 @@ async def adapter_command(entry, command: Command) -> CommandResult:
 def entry_diagnostics(entry) -> dict[str, Any]:
     gw: Gateway | None = entry.data.get("gateway")
     return gw.diagnostics() if gw is not None else {}
+
+
+@hookimpl
+def entry_metrics(entry) -> dict[str, float]:
+    gw: Gateway | None = entry.data.get("gateway")
+    if gw is None:
+        return {}
+    from .gateway import State
+    out: dict[str, float] = {"sessions": len(gw.sessions)}
+    for state in State:
+        out[f"sessions_{state.name.lower()}"] = 0
+    for session in gw.sessions.values():
+        out[f"sessions_{session.state.name.lower()}"] += 1
+    for key, value in gw.stats.items():
+        out[f"{key}_total"] = value
+    return out

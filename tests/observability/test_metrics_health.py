@@ -120,3 +120,25 @@ async def test_integrations_export_their_own_metrics_with_bounded_names(tmp_path
         assert 'sitegate_adapter_polls_total{domain="gauges",entry="g"} 42.0' in text
         assert 'sitegate_adapter_queue_depth{domain="gauges",entry="g"} 3.5' in text
         assert "Bad-Name" not in text and "adapter_text" not in text
+
+
+async def test_loop_lag_histogram_and_time_held_per_entry(tmp_path):
+    site = """
+    site: t
+    entries:
+      - {id: sim, domain: simulator, config: {interval: 5ms, devices: 5}}
+    """
+    async with running_site(tmp_path, site) as host:
+        port = host.services["metrics_http"].port
+        await wait_for(lambda: sum(host.watchdog.lag_counts) >= 5, what="lag samples")
+        await wait_for(lambda: host.watchdog.held.get("sim", 0) > 0)
+        status, text = await trio.to_thread.run_sync(_get, port, "/metrics")
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        lag = fams["sitegate_loop_lag_seconds"]
+        assert lag.type == "histogram"
+        count = [s.value for s in lag.samples if s.name.endswith("_count")][0]
+        inf = [s.value for s in lag.samples if s.name.endswith("_bucket") and s.labels["le"] == "+Inf"][0]
+        assert count == inf >= 5
+        held = {s.labels["entry"]: s.value for s in fams["sitegate_loop_held_seconds"].samples
+                if s.name.endswith("_total")}
+        assert held["sim"] > 0 and "core" in held

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import trio
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
@@ -39,9 +39,14 @@ class _Collector:
                 name = name[: -len("_total")]
             fam = families.get(name)
             if fam is None:
-                cls = CounterMetricFamily if m.kind == "counter" else GaugeMetricFamily
+                cls = {"counter": CounterMetricFamily, "histogram": HistogramMetricFamily}.get(m.kind, GaugeMetricFamily)
                 fam = families[name] = cls(name, m.help or name, labels=sorted(m.labels))
-            fam.add_metric([m.labels[k] for k in sorted(m.labels)], float(m.value))
+            values = [m.labels[k] for k in sorted(m.labels)]
+            if m.kind == "histogram":
+                fam.add_metric(values, [("+Inf" if b == float("inf") else repr(b), c) for b, c in m.buckets],
+                               sum_value=float(m.value))
+            else:
+                fam.add_metric(values, float(m.value))
         return list(families.values())
 
 

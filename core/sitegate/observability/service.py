@@ -15,6 +15,7 @@ async def start_observability(host, nursery: trio.Nursery) -> None:
         server.start()
         host.services["metrics_http"] = server
         host.advertise("metrics", f"http://{settings.host}:{server.port}")
+    nursery.start_soon(host.watchdog.measure_lag)
     detectors = Detectors(host, settings.detectors)
     host.services["detectors"] = detectors
     nursery.start_soon(detectors.run)

@@ -27,8 +27,9 @@ class Metric:
     name: str
     value: float
     labels: dict[str, str] = attrs.Factory(dict)
-    kind: str = "gauge"
+    kind: str = "gauge"            # gauge | counter | histogram (value is then the sum)
     help: str = ""
+    buckets: tuple[tuple[float, int], ...] = ()   # histogram: (upper bound, cumulative count), +Inf last
 
 
 @attrs.frozen
@@ -78,6 +79,15 @@ def take(host: "SiteHost") -> Snapshot:
         m.append(Metric("loop_blocked_seconds_total", seconds, {"entry": entry}, "counter",
                         "event-loop time held in steps longer than the watchdog threshold, per entry"))
     m.append(Metric("loop_max_step_seconds", wd.max_lag, help="longest single event-loop step seen"))
+    for entry, seconds in list(wd.held.items()):
+        m.append(Metric("loop_held_seconds_total", seconds, {"entry": entry}, "counter",
+                        "event-loop time spent running each entry's tasks ('core' for the rest)"))
+    cumulative, running = [], 0
+    for bound, count in zip(wd.lag_bounds + (float("inf"),), wd.lag_counts):
+        running += count
+        cumulative.append((bound, running))
+    m.append(Metric("loop_lag_seconds", wd.lag_sum, kind="histogram", buckets=tuple(cumulative),
+                    help="how late a 100 ms sleeper wakes: event-loop lag"))
     m.append(Metric("events_total", host.events.emitted, kind="counter", help="events emitted on the bus"))
     m.append(Metric("devices", len(host.devices.devices), help="devices declared by adapters"))
     with _PROCESS.oneshot():

@@ -77,6 +77,10 @@ async def test_site_entry_publishes_readings_and_sends_commands(tmp_path, third_
         assert missing.status == "nack" and "no client is subscribed" in missing.detail
         assert host.entry("sensors").integration.hook("entry_diagnostics")(entry=host.entry("sensors"))[
             "counters"]["publishes_in"] == 1
+        # What Prometheus scrapes as sitegate_adapter_*: sessions by state and the gateway's counters.
+        metrics = host.entry("sensors").integration.hook("entry_metrics")(entry=host.entry("sensors"))
+        assert metrics["sessions"] >= 1 and metrics["sessions_active"] >= 1
+        assert metrics["publishes_in_total"] == 1
 
 
 def test_bad_config_is_refused_with_its_place():
