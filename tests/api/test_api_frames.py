@@ -11,6 +11,7 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
 from sitegate.api.frames import deflate_frame, text_frame
+from sitegate.testing import wait_for
 from tests.api.support import api_site
 
 
@@ -82,3 +83,48 @@ def test_frames_carry_their_length_in_the_right_encoding():
         else:
             assert f[1] == 127 and int.from_bytes(f[2:10], "big") == n and len(f) == n + 10
     assert deflate_frame("y" * 1000)[0] == 0xC1 and len(deflate_frame("y" * 1000)) < 100
+
+
+async def test_a_frame_the_kernel_takes_in_part_is_finished_before_anything_else_is_written():
+    import socket
+
+    from sitegate.api.connection import Connection
+    from sitegate.api.http import Replay
+    from sitegate.api.tokens import TokenInfo
+
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sa, sb = trio.SocketStream(trio.socket.from_stdlib_socket(a)), trio.SocketStream(trio.socket.from_stdlib_socket(b))
+
+    class FakeWs:                                  # the trio-websocket attributes the fast path uses
+        def __init__(self) -> None:
+            self._stream_lock = trio.StrictFIFOLock()
+            self._stream = Replay(sa, b"")
+
+    ws = FakeWs()
+    conn = Connection(ws, "peer", TokenInfo("t", "t", "viewer", 0.0), soft=1000, soft_time=10, hard=2000)
+    frames = [text_frame(f"{i:04d}" + "x" * 20_000) for i in range(4)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.writer)
+        conn.send(frames[0])
+        assert conn.partial_writes == 1 and ws._stream_lock.locked()   # the socket took only part of it
+
+        async def other_sender() -> None:          # as trio-websocket's own pong would
+            async with ws._stream_lock:
+                await sa.send_all(b"PONG")
+        nursery.start_soon(other_sender)
+        for f in frames[1:]:
+            conn.send(f)
+        received = b""
+        expected = len(b"".join(frames)) + 4
+        with trio.fail_after(10):
+            while len(received) < expected:
+                received += await sb.receive_some(65536)
+        # PONG lands between whole frames, never inside one; the frames arrive whole and in order.
+        at = received.index(b"PONG")
+        boundaries = {sum(len(f) for f in frames[:i]) for i in range(1, 5)}
+        assert at in boundaries
+        assert received[:at] + received[at + 4:] == b"".join(frames)
+        await wait_for(lambda: conn.sent == 4, what="the writer to count the last frame")
+        nursery.cancel_scope.cancel()

@@ -161,6 +161,9 @@ async def test_events_and_readings_are_serialised_once_for_all_subscribers(tmp_p
             assert calls.count("test.once") == 1
             rsubs = [(cl, await cl.call("subscribe_readings", max_rate=10)) for cl in (a, b, c)]
             assert len(server.readings.groups) == 1
+            for cl, sub in rsubs:
+                await cl.event(sub["id"])              # each one's own first snapshot
+            assert not server.readings._initial
             bodies, messages = calls.count("readings"), server.readings.messages
             for _ in range(2):
                 for cl, sub in rsubs:
@@ -203,3 +206,17 @@ async def test_history_comes_from_the_history_sink(tmp_path):
             assert hourly["result"]["rows"][0]["count"] >= 10
             bad = await c.call("history", device_id="sim.dev0", point="temperature", start=10, end=5)
             assert bad["error"]["code"] == "invalid_format" and "start" in bad["error"]["message"]
+
+
+async def test_a_new_readings_subscriber_first_gets_the_newest_value_of_every_point(tmp_path):
+    async with api_site(tmp_path, interval=3.0) as (host, server, tokens):
+        await wait_for(lambda: len(host.pipeline.latest) == 4, what="first readings")
+        token, _ = tokens.create("viewer")
+        async with connect(server, token) as c:
+            with trio.fail_after(2):       # well before the next sample, 3 s after the first
+                sub = await c.call("subscribe_readings", points=["counter"])
+                first = await c.event(sub["id"])
+            assert {d: list(p) for d, p in first["readings"].items()} == {"sim.dev0": ["counter"],
+                                                                         "sim.dev1": ["counter"]}
+            value, ts, quality = first["readings"]["sim.dev0"]["counter"]
+            assert (value, quality) == (host.pipeline.latest[("sim.dev0", "counter")][0], 0)

@@ -125,6 +125,7 @@ class ReadingsHub:
         self._dirty: dict[tuple[str, int], Batch] = {}
         self._remove_tap = None
         self._wake = trio.Event()
+        self._initial: list[tuple["Connection", int, _Group]] = []    # new subscribers owed a snapshot
         self.messages = 0
 
     def tap(self, batch: Batch) -> None:
@@ -138,6 +139,7 @@ class ReadingsHub:
         if group is None:
             group = self.groups[key] = _Group(*key)
         group.members[(conn.number, sub_id)] = (conn, sub_id)
+        self._initial.append((conn, sub_id, group))
         if self._remove_tap is None:
             self._dirty = {}
             self._remove_tap = self.host.pipeline.add_tap(self.tap)
@@ -160,6 +162,8 @@ class ReadingsHub:
                 await self._wake.wait()
             tick = min(g.period for g in self.groups.values()) if self.groups else 0.1
             await trio.sleep(max(0.01, tick / 2))
+            if self._initial:
+                self._send_initial()
             batches = list(self._dirty.values())
             self._dirty = {}
             now = trio.current_time()
@@ -169,6 +173,20 @@ class ReadingsHub:
                 if now >= group.next_at and group.pending:
                     self.messages += group.flush()
                     group.next_at = now + group.period
+
+
+    def _send_initial(self) -> None:
+        # A new subscriber first gets the newest value of every matching point, so points that
+        # change rarely (deadbands, setpoints) show at once instead of at their next change.
+        initial, self._initial = self._initial, []
+        latest = self.host.pipeline.latest
+        for conn, sub_id, group in initial:
+            if (conn.number, sub_id) not in group.members:
+                continue                                   # unsubscribed meanwhile
+            snap = _Group(group.device_ok.patterns, group.point_ok.patterns, 1.0)
+            snap.pending = {k: v for k, v in latest.items() if group.device_ok(k[0]) and group.point_ok(k[1])}
+            snap.members = {(conn.number, sub_id): (conn, sub_id)}
+            self.messages += snap.flush()
 
 
 class EventFanout:

@@ -170,8 +170,9 @@ class SetDesiredConfig:
              "sim.dev1": {"temperature": [19.87, 1700000000.25, 0]}}})
 @attrs.frozen
 class SubscribeReadings:
-    """Live readings matching the globs. At most `max_rate` event messages per second; each carries
-    the latest value of every matching point that changed since the previous message (coalesced).
+    """Live readings matching the globs. The first event holds the newest value of every matching
+    point; then at most `max_rate` event messages per second, each with the latest value of every
+    matching point that changed since the previous message (coalesced).
     Events: `{"id": N, "type": "event", "event": {"kind": "readings", "readings": {device: {point:
     [value, ts, quality], ...}, ...}}}` (ts in Unix seconds to the millisecond; quality 0 is good)."""
 
