@@ -36,7 +36,7 @@ run: venv registry
 	$(BIN)/sitegate run $(SITE)
 
 test: venv system-packages registry
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not soak"
 
 bench: venv system-packages registry
 	$(BIN)/python -m tests.bench $(BENCH)

@@ -28,9 +28,14 @@ SERVICES: list[Callable[[SiteHost, trio.Nursery], Awaitable[None]]] = []
 
 
 def _builtin_services() -> None:
+    # The data plane starts inside SiteHost.run (sequence numbers must be seeded before entries
+    # publish); these start once the host is up, in this order.
+    from .api import start_api
     from .observability.service import start_observability
-    if start_observability not in SERVICES:
-        SERVICES.append(start_observability)
+    from .updates.service import start_rollouts
+    for start in (start_observability, start_rollouts, start_api):
+        if start not in SERVICES:
+            SERVICES.append(start)
 
 
 _builtin_services()
