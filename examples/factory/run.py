@@ -111,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
 
         run = [sys.executable, "-m", "sitegate.cli", "run", str(site), "--registry", str(work / "registry")]
         print(f"$ sitegate {' '.join(run[3:])}", flush=True)
-        site_proc = subprocess.Popen(run)
-        # Ctrl-C reaches the whole process group; SIGTERM to us is passed on. Either way the site
-        # shuts down gracefully, and then the devices and the broker stop.
-        signal.signal(signal.SIGTERM, lambda *_: site_proc.send_signal(signal.SIGTERM))
-        signal.signal(signal.SIGINT, lambda *_: None)
+        # The site runs in a session of its own, so it gets each Ctrl-C or SIGTERM exactly once, from
+        # us (a second one during its graceful shutdown would kill it); then the devices and the broker stop.
+        site_proc = subprocess.Popen(run, start_new_session=True)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda n, _: site_proc.send_signal(n))
         return site_proc.wait()
     finally:
         for child in children:
