@@ -67,6 +67,7 @@ def test_scaffolded_plugin_is_tested_built_signed_published_and_run_from_the_reg
 @pytest.mark.parametrize("name, kind, message", [
     ("My-Plugin", "adapter", "NAME 'My-Plugin': expected a domain of lowercase letters"),
     ("ok", "gateway", "--kind 'gateway': expected one of adapter, processor, sink, update_handler"),
+    ("modbus", "adapter", "NAME 'modbus' is the domain of a first-party integration"),
 ])
 def test_bad_names_and_kinds_say_what_is_wrong(tmp_path, name, kind, message):
     with pytest.raises(ScaffoldError, match=message.replace("(", r"\(")):

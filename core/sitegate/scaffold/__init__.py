@@ -71,6 +71,10 @@ def create_integration(name: str, kind: str, dest: Path | str = ".", *, title: s
     if not _DOMAIN.match(name):
         raise ScaffoldError(f"NAME {name!r}: expected a domain of lowercase letters, digits and _, "
                             f"starting with a letter (it names the folder, the manifest and the Python package)")
+    taken = _first_party_domains()
+    if name in taken:
+        raise ScaffoldError(f"NAME {name!r} is the domain of a first-party integration; a site can load only one "
+                            f"integration per domain, so choose another (e.g. {'acme_' + name!r})")
     if kind not in KINDS:
         raise ScaffoldError(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
     folder = Path(dest) / name
@@ -99,6 +103,14 @@ def create_integration(name: str, kind: str, dest: Path | str = ".", *, title: s
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return folder
+
+
+def _first_party_domains() -> set[str]:
+    """Domains of the integrations in the repository's plugins/ (when sitegate runs from a checkout)."""
+    plugins = Path(__file__).resolve().parents[3] / "plugins"     # core/sitegate/scaffold -> the checkout
+    if not plugins.is_dir():
+        return set()
+    return {p.name for p in plugins.iterdir() if (p / "manifest.json").is_file()}
 
 
 _CLASS_SUFFIX = {"adapter": "Adapter", "processor": "Processor", "sink": "Sink", "update_handler": "UpdateHandler"}
