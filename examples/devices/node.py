@@ -292,7 +292,9 @@ class Node:
         if op == "activate":
             return await self._activate(slot, kind)
         if op == "health":
-            healthy = slot.trial and not self.fail_health
+            # Healthy: the self-test passes and it runs what the gateway expects (not a bank it fell back to).
+            expected = body.get("sha256")
+            healthy = not self.fail_health and (expected is None or expected == slot.active["sha256"])
             return {"status": "ok", "healthy": healthy, "trial": slot.trial, "version": slot.active["version"]}
         if op == "commit":
             if not slot.trial:

@@ -49,6 +49,7 @@ class MqttsnUpdateHandler:
         self._acks: dict[str, trio.MemorySendChannel] = {}   # device -> chunk PUBACKs while a transfer runs
         self._staged_kind: dict[str, str] = {}
         self._drift: dict[str, dict] = {}        # device -> last config drift reported
+        self._expected: dict[str, str] = {}      # device -> sha256 of what it should run after activation
         self._sock: trio.socket.SocketType | None = None
         self.counters = {"datagrams_out": 0, "datagrams_in": 0, "retransmits": 0, "bytes_staged": 0}
 
@@ -208,6 +209,7 @@ class MqttsnUpdateHandler:
                       current_counter=None if running == m.hashes["sha256"] else status.get(f"{prefix}counter"),
                       current_version=status.get(f"{prefix}version" if prefix else "version"))
         self._staged_kind[device] = m.kind
+        self._expected[device] = m.hashes["sha256"]
         answer = await self._json_request(device, T_OFFER, dict(artifact.envelope))
         if answer["status"] in ("installed", "trial"):
             return answer["status"]
@@ -273,10 +275,13 @@ class MqttsnUpdateHandler:
             raise UpdateFailed(f"{device}: activate answered {answer}")
 
     async def health_check(self, device: str, deadline: float) -> bool:
-        """True if the node runs the new bank on trial and its self-test passes; asked until `deadline` (time.time)."""
+        """True if the node runs the update it was given and its self-test passes; asked until `deadline` (time.time)."""
         kind = self._staged_kind.get(device, "firmware")
         timeout = max(0.1, deadline - time.time())
-        answer = await self._json_request(device, T_CMD, {"op": "health", "kind": kind}, timeout)
+        ask = {"op": "health", "kind": kind}
+        if device in self._expected:
+            ask["sha256"] = self._expected[device]
+        answer = await self._json_request(device, T_CMD, ask, timeout)
         return bool(answer.get("healthy"))
 
     async def commit(self, device: str) -> None:

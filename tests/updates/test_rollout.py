@@ -117,3 +117,14 @@ async def test_resume_after_abort_counts_failures_anew_and_offline_nodes_time_ou
         r = await wait_state(engine, "r-off", ("completed", "paused"))
         assert r["state"] == "completed" and r["succeeded"] == 197
         nursery.cancel_scope.cancel()
+
+
+async def test_a_second_engine_on_the_same_state_folder_refuses_to_run(tmp_path):
+    import pytest
+    first = RolloutEngine(RolloutStore(tmp_path / "state"), lambda entry: None)
+    second = RolloutEngine(RolloutStore(tmp_path / "state"), lambda entry: None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(first.run)
+        with pytest.raises(RuntimeError, match="another rollout engine already runs"):
+            await second.run()
+        nursery.cancel_scope.cancel()

@@ -21,8 +21,8 @@ async def test_rollout_through_a_site_entry_emits_progress_events(sitegate_site,
     async with sitegate_site(site) as host, trio.open_nursery() as nursery:
         events = []
         host.events.add_callback(lambda e: events.append(e) if e.kind.startswith("rollout.") else None)
-        engine = await start_rollouts(host, nursery)
-        assert host.services["rollouts"] is engine
+        engine = await start_rollouts(host, nursery)   # `sitegate run` starts it with the site already
+        assert host.services["rollouts"] is engine and await start_rollouts(host, nursery) is engine
         handler = host.entry("node-updates").data["update_handler"]
         fleet = Fleet(20, ("127.0.0.1", handler.port), [key], hardware=["th-v1", "th-v2", "th-v3"])
         await nursery.start(fleet.run)

@@ -9,9 +9,11 @@ step, so a restarted gateway picks up exactly where it stopped.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import time
 import uuid
 from typing import Any, Callable, Mapping
@@ -78,6 +80,19 @@ class RolloutEngine:
 
     # --- running --------------------------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        # One engine per state folder: two would drive the same devices twice.
+        lock = os.open(self.store.dir / "updates.lock", os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            raise RuntimeError(f"{self.store.dir}: another rollout engine already runs on this state folder") from None
+        try:
+            await self._run(task_status)
+        finally:
+            os.close(lock)   # also released by the kernel when the process dies (SIGKILL)
+
+    async def _run(self, task_status) -> None:
         async with trio.open_nursery() as nursery:
             task_status.started(self)
             seen: dict[str, str] = {r["id"]: r["state"] for r in self.store.list()}

@@ -25,6 +25,8 @@ def handler_lookup(host: Any):
 
 
 async def start_rollouts(host: Any, nursery: trio.Nursery) -> RolloutEngine:
+    if isinstance(host.services.get("rollouts"), RolloutEngine):
+        return host.services["rollouts"]   # already running for this site
     durability = getattr(host.loaded.site, "durability", "process-crash")
     store = RolloutStore(host.state_dir, durability=durability)
     engine = RolloutEngine(store, handler_lookup(host), emit=host.events.emit)
