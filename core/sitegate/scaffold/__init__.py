@@ -77,6 +77,9 @@ def create_integration(name: str, kind: str, dest: Path | str = ".", *, title: s
                             f"integration per domain, so choose another (e.g. {'acme_' + name!r})")
     if kind not in KINDS:
         raise ScaffoldError(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if not (TEMPLATES / kind).is_dir():
+        raise ScaffoldError(f"the templates are missing from this installation ({TEMPLATES / kind}); "
+                            "reinstall sitegate (its package data must include scaffold/templates)")
     folder = Path(dest) / name
     if folder.exists():
         raise ScaffoldError(f"{folder} exists; refusing to overwrite it (choose another NAME or --dir)")
