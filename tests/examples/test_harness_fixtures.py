@@ -57,3 +57,6 @@ async def test_api_client_is_authorised_with_the_role_asked_for(tmp_path):
             reply = await ws.call("get_site")
             assert reply["type"] == "result" and reply["result"]["site"] == "t", reply
             assert reply["result"]["role"] == "viewer"
+            sub = await ws.call("subscribe_readings", devices=["sim.*"], points=["temperature"])
+            event = await ws.event(sub["id"])
+            assert event["kind"] == "readings" and list(event["readings"]["sim.dev0"]) == ["temperature"], event
