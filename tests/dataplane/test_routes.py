@@ -45,10 +45,13 @@ def test_untouched_subsets_keep_their_sequence_numbers_in_contiguous_runs():
 def test_privacy_keeps_restricted_raw_points_but_lets_aggregates_out():
     infos = {("d", "hr"): PointInfo("hr", restricted=True)}
     guard = PrivacyGuard(["*/room*"], False, lambda d, p: infos.get((d, p)))
-    b = Batch("d", ["hr", "temp", "hr.avg", "room", "room.max", "x"], [1, 2, 3, 4, 5, 6], [0] * 6, seq=7)
+    b = Batch("d", ["hr", "temp", "hr.avg", "room", "room.count", "x"], [1, 2, 3, 4, 5, 6], [0] * 6, seq=7)
     parts = guard.filter(b)
-    assert [(p.seq, list(p.points)) for p in parts] == [(8, ["temp", "hr.avg"]), (11, ["room.max", "x"])]
+    assert [(p.seq, list(p.points)) for p in parts] == [(8, ["temp", "hr.avg"]), (11, ["room.count", "x"])]
     assert guard.withheld == 2
+    # min, max, first, last and median are each one raw reading under another name: they stay too.
+    leaky = Batch("d", ["hr.max", "hr.first", "hr.last", "room.min", "hr.sum"], [1, 2, 3, 4, 5], [0] * 5, seq=20)
+    assert [list(p.points) for p in guard.filter(leaky)] == [["hr.sum"]]
 
 
 async def test_sequence_numbers_continue_after_a_restart(tmp_path):

@@ -14,8 +14,12 @@ from typing import Callable, Sequence
 
 from ..model import Batch, PointInfo
 
-# Statistic suffixes that make a point an aggregate rather than a raw reading.
-AGGREGATE_STATS = frozenset({"min", "max", "avg", "mean", "sum", "count", "first", "last", "std", "median"})
+# Statistic suffixes that may leave the site for a restricted point: ones that do not reproduce an
+# individual reading. min, max, first, last and median each ARE some raw reading, so they stay.
+# (An average over a window that held one reading is that reading too: keep windows long enough.)
+AGGREGATE_STATS = frozenset({"avg", "mean", "sum", "count", "std"})
+# Every suffix the window processor (and others) use for a statistic of a point.
+ALL_STATS = AGGREGATE_STATS | {"min", "max", "first", "last", "median"}
 
 
 class PrivacyGuard:
@@ -40,12 +44,14 @@ class PrivacyGuard:
 
     def _restricted(self, device: str, point: str) -> bool:
         info = self.point_info(device, point)
+        if info is not None and info.restricted:
+            return True
         if info is None:
             base, _, stat = point.rpartition(".")
-            if base and stat in AGGREGATE_STATS:
-                return False     # an aggregate of some point: allowed out
-        elif info.restricted:
-            return True
+            if base and stat in ALL_STATS:
+                if stat in AGGREGATE_STATS:
+                    return False                             # a statistic: allowed out
+                return self.restricted(device, base)         # one raw reading of `base` by another name
         return self._regex is not None and self._regex.match(f"{device}/{point}") is not None
 
     def active(self) -> bool:
