@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import io
+import selectors
 import shutil
 import signal
 import socket
 import string
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -40,8 +42,6 @@ def start_child(argv: list[str], ready: str, what: str, timeout: float = 60) -> 
     # Own session: a Ctrl-C meant for the site must not kill the devices under it mid-shutdown.
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             start_new_session=True)
-    import selectors
-    import time
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout
@@ -59,6 +59,7 @@ def start_child(argv: list[str], ready: str, what: str, timeout: float = 60) -> 
 
 def start_broker(folder: Path):
     """Mosquitto on a free port, or None (with the reason) when it is not installed."""
+    # The test harness's broker helper (it needs pytest, installed with sitegate's test extra).
     from sitegate.testing.mosquitto import Mosquitto, find_mosquitto
     if find_mosquitto() is None:
         print("Mosquitto is not installed (apt-get install mosquitto): the MQTT uplink is left out", flush=True)
@@ -79,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     if work.exists():
         shutil.rmtree(work)      # a fresh registry: a site's trust never sees a "rollback"
     work.mkdir(parents=True)
-    sys.path.insert(0, str(REPO / "core"))
 
     ports = {"plc_port": free_port(), "meter_port": free_port(), "mqttsn_port": free_port(socket.SOCK_DGRAM)}
     children = []
