@@ -128,3 +128,26 @@ async def test_a_second_engine_on_the_same_state_folder_refuses_to_run(tmp_path)
         with pytest.raises(RuntimeError, match="another rollout engine already runs"):
             await second.run()
         nursery.cancel_scope.cancel()
+
+
+async def test_device_that_turns_sick_during_the_soak_is_rolled_back_and_counted(lab, make_artifact, tmp_path):
+    events = []
+    async with lab(200) as (handler, fleet), trio.open_nursery() as nursery:
+        engine = engine_for(tmp_path, handler, events)
+        await nursery.start(engine.run)
+        policy = RolloutPolicy(**{**FAST, "soak": 1.0}, abort=(AbortCriteria(threshold_pct=30.0, min_executed=3),))
+        engine.start("nodes", make_artifact(size=1024), policy=policy, rollout_id="r-soak")
+        with trio.fail_after(20):
+            while not any(e.kind == "rollout.soaking" for e in events):
+                await trio.sleep(0.01)
+        canary = [t["device"] for t in engine.store.targets("r-soak", wave=0)]
+        sick = fleet.nodes[canary[0]]
+        sick.fail_health = True            # fine at commit, sick a moment later
+        r = await wait_state(engine, "r-soak", ("paused", "completed"))
+        assert r["state"] == "paused" and "1 of 3 executed" in r["reason"]
+        assert r["failed_devices"] == [{"device": sick.id, "status": "rolled_back", "failure": "failed", "step": "soak",
+                                        "detail": f"{sick.id}: unhealthy at the end of the soak; "
+                                                  "rolled back to the previous bank"}]
+        assert sick.slots["firmware"].active["version"] == "1.0.0"
+        assert engine.status("r-soak")[0]["pending"] == 197      # the next wave never started
+        nursery.cancel_scope.cancel()

@@ -153,6 +153,10 @@ class RolloutEngine:
                         while self._state(rollout_id) == "running":
                             await trio.sleep(min(self.poll, max(0.0, r["soak_until"] - time.time())))
                     continue
+                # The soak is a watch, not only a wait: the devices of the wave before must still be healthy.
+                await self._recheck(rollout_id, handler, policy, r["wave"])
+                if self._state(rollout_id) != "running":
+                    continue
                 self.store.update(rollout_id, soak_until=None, action="soak_done", detail=f"before wave {r['wave'] + 1}")
             wave = r["wave"]
             todo = self.store.targets(rollout_id, wave=wave, status=("pending", "in_progress"))
@@ -251,20 +255,61 @@ class RolloutEngine:
                 store.set_target(rollout_id, device, status="failed", failure=failure, detail=detail,
                                  finished_at=time.time(), action=f"device_{failure}")
                 if step != "stage":
-                    await self._rollback(rollout_id, handler, policy, device)
+                    await self._rollback(rollout_id, handler, policy, device, step, detail)
             counts = self.store.counts(rollout_id)
             self._device_event(rollout_id, device, failure, detail, step, counts)
             self._check_abort(rollout_id, policy, counts)
         finally:
             limiter.release()
 
-    async def _rollback(self, rollout_id: str, handler: Any, policy: RolloutPolicy, device: str) -> None:
-        self.store.set_target(rollout_id, device, step="rollback")
+    async def _recheck(self, rollout_id: str, handler: Any, policy: RolloutPolicy, next_wave: int) -> None:
+        """Health-check the succeeded devices of the wave before `next_wave`; roll back and count any that fail."""
+        earlier = [t["wave"] for t in self.store.targets(rollout_id, status=("succeeded",)) if t["wave"] < next_wave]
+        if not earlier:
+            return
+        wave = max(earlier)
+        devices = [t["device"] for t in self.store.targets(rollout_id, wave=wave, status=("succeeded",))]
+        limiter = trio.Semaphore(policy.max_concurrent)
+        sick: list[tuple[str, str, str]] = []
+
+        async def check(device: str) -> None:
+            async with limiter:
+                failure = ""
+                with trio.move_on_after(policy.health_window + 1.0) as cs:
+                    try:
+                        if not await handler.health_check(device, time.time() + policy.health_window):
+                            failure, detail = "failed", f"{device}: unhealthy at the end of the soak"
+                    except UpdateError as exc:
+                        failure, detail = exc.failure_type, f"{device}: at the end of the soak: {exc}"
+                    except Exception as exc:  # noqa: BLE001 - a handler bug fails this device, not the rollout
+                        failure, detail = "failed", f"{type(exc).__name__}: {exc}"
+                if cs.cancelled_caught:
+                    failure, detail = "timed_out", f"{device}: no health answer at the end of the soak"
+                if failure:
+                    sick.append((device, failure, detail))
+
+        async with trio.open_nursery() as nursery:
+            for device in devices:
+                nursery.start_soon(check, device)
+        self.store.audit(rollout_id, None, "soak_check", f"wave {wave + 1}: {len(devices) - len(sick)} of "
+                         f"{len(devices)} still healthy")
+        for device, failure, detail in sick:
+            self.store.set_target(rollout_id, device, status="failed", failure=failure, detail=detail, step="soak",
+                                  finished_at=time.time(), action=f"device_{failure}")
+            await self._rollback(rollout_id, handler, policy, device, "soak", detail)
+            counts = self.store.counts(rollout_id)
+            self._device_event(rollout_id, device, failure, detail, "soak", counts)
+        if sick:
+            self._check_abort(rollout_id, policy, self.store.counts(rollout_id))
+
+    async def _rollback(self, rollout_id: str, handler: Any, policy: RolloutPolicy, device: str,
+                        step: str, detail: str) -> None:
         with trio.move_on_after(max(policy.health_window, 5.0)) as cs:
             try:
                 await handler.rollback(device)
-                self.store.set_target(rollout_id, device, status="rolled_back", action="device_rolled_back",
-                                      detail="rolled back to the previous bank")
+                # `step` stays where it failed, so status shows why; the audit log has the rollback itself.
+                self.store.set_target(rollout_id, device, status="rolled_back", step=step, action="device_rolled_back",
+                                      detail=f"{detail}; rolled back to the previous bank")
                 return
             except Exception as exc:  # noqa: BLE001
                 self.store.audit(rollout_id, device, "rollback_failed", f"{type(exc).__name__}: {exc}")
