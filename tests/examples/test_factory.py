@@ -35,6 +35,9 @@ def test_factory_line_runs_from_one_command(tmp_path):
         devices = lambda: {d for d, _, _ in history_rows(state, "history")}   # noqa: E731
         child.wait_until(lambda: {"press", "oven"} <= devices() and any(d.startswith("hall.") for d in devices()),
                          60, "press, oven and hall readings in the history")
+        # The meter goes through a 10 s window: its first min/max/avg rows close the first window.
+        child.wait_until(lambda: any(d == "meter" and p == "power.avg" for d, p, _ in history_rows(state, "history")),
+                         60, "the meter's windowed power.avg in the history")
         if uplink:
             port = int(re.search(r"started Mosquitto on mqtt://127\.0\.0\.1:(\d+)", child.output).group(1))
             got: list[str] = []
