@@ -102,6 +102,8 @@ class SiteHost:
             changes = plan_changes(self._applied, site)
             specs = {e.id: e for e in site.entries}
             wanted = {e.domain for e in site.entries if not e.disabled}
+            # Verifying and installing from the registry is file and hash work: off the event loop.
+            await trio.to_thread.run_sync(self.source.available)
             integrations = self._load_integrations(wanted)
             # Stop what goes away or changes first, so a reloaded entry never runs twice.
             for entry_id in list(changes.removed) + list(changes.reloaded):

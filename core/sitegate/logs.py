@@ -37,3 +37,6 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Libraries that log every request at INFO drown the site's own lines.
+    for noisy in ("asyncua", "pymodbus", "paho", "hpack", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

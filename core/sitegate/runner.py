@@ -58,7 +58,7 @@ def _mtimes(files: list[Path]) -> dict[Path, float]:
 
 async def reapply(host: SiteHost, path: Path) -> bool:
     try:
-        loaded = load_site(path)
+        loaded = await trio.to_thread.run_sync(load_site, path)
     except ConfigError as exc:
         log.error("site file changed but is not valid; keeping the running configuration:\n%s", exc)
         return False
@@ -66,8 +66,9 @@ async def reapply(host: SiteHost, path: Path) -> bool:
     return True
 
 
-async def _watch(host: SiteHost, path: Path, poll: float) -> None:
-    seen = _mtimes(_watched_files(host.loaded))
+async def _watch(host: SiteHost, path: Path, poll: float, seen: dict[Path, float]) -> None:
+    # `seen` was taken before the file was read: an edit made while the site was starting is
+    # still noticed (at worst a file is applied twice, which changes nothing the second time).
     while True:
         await trio.sleep(poll)
         now = _mtimes(_watched_files(host.loaded))
@@ -75,7 +76,6 @@ async def _watch(host: SiteHost, path: Path, poll: float) -> None:
             seen = now
             log.info("site file changed; applying")
             await reapply(host, path)
-            seen = _mtimes(_watched_files(host.loaded))
 
 
 async def _report(host: SiteHost, every: float) -> None:
@@ -95,7 +95,9 @@ async def _report(host: SiteHost, every: float) -> None:
 async def run_site(path: Path, source: PluginSource, *, watch_interval: float = 1.0,
                    report_every: float = 10.0, task_status=trio.TASK_STATUS_IGNORED) -> bool:
     """Run until SIGINT/SIGTERM (or cancellation). Returns True if shutdown was clean."""
+    seen = _mtimes([Path(path)])
     loaded = load_site(path)
+    seen = {**_mtimes(_watched_files(loaded)), **seen}
     host = SiteHost(loaded, source)
     clean = True
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
@@ -103,7 +105,7 @@ async def run_site(path: Path, source: PluginSource, *, watch_interval: float = 
             await nursery.start(host.run)
             for start in SERVICES:
                 await start(host, nursery)
-            nursery.start_soon(_watch, host, path, watch_interval)
+            nursery.start_soon(_watch, host, path, watch_interval, seen)
             if report_every:
                 nursery.start_soon(_report, host, report_every)
             task_status.started(host)

@@ -233,7 +233,11 @@ class Session:
         client = self.client
         if client is None:
             raise ConnectionError("not connected")
-        client.check_connection() if hasattr(client, "check_connection") else None
+        check = getattr(client, "check_connection", None)
+        if check is not None:
+            result = check()
+            if hasattr(result, "__await__"):   # a coroutine in asyncua 2.x
+                await result
         await client.nodes.server_state.read_value()
         if self.cfg.mode != "subscribe" or not self.last_notified:
             return None

@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 SITE = """\
 site: e2e
+api: {{port: 0}}
+observability: {{port: 0}}
 runtime:
   state_dir: {state}
   shutdown_timeout: 5s

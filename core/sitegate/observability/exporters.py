@@ -65,13 +65,18 @@ def dataplane(plane: Any, host: "SiteHost") -> list[Metric]:
     return m
 
 
+def _count(value: Any) -> float:
+    # Some services keep the recent cases themselves (a list), others a number.
+    return float(len(value)) if isinstance(value, (list, tuple, dict)) else float(value or 0)
+
+
 def api(server: Any, host: "SiteHost") -> list[Metric]:
     d = server.describe()
     conns = d.get("connections", [])
     m = [Metric("ws_clients", len(conns), help="open WebSocket connections"),
-         Metric("ws_slow_disconnects_total", d.get("slow_disconnects", 0), kind="counter",
+         Metric("ws_slow_disconnects_total", _count(d.get("slow_disconnects", 0)), kind="counter",
                 help="clients disconnected for not reading their queue"),
-         Metric("ws_login_refused_total", d.get("login_refused", 0), kind="counter",
+         Metric("ws_login_refused_total", _count(d.get("login_refused", 0)), kind="counter",
                 help="logins refused (bad token or rate limit)")]
     depths = [c.get("queued", c.get("queue", 0)) for c in conns]
     m.append(Metric("ws_queue_depth_max", max(depths) if depths else 0, help="deepest outgoing queue of any client"))

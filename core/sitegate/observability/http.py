@@ -33,7 +33,11 @@ class _Collector:
 
     def collect(self):
         families: dict[str, object] = {}
+        bad: set[str] = set()
         for m in self.snapshot().metrics:
+            if m.kind != "histogram" and not isinstance(m.value, (int, float)):
+                bad.add(m.name)          # one exporter's mistake must not blank the whole scrape
+                continue
             name = PREFIX + m.name
             if m.kind == "counter" and name.endswith("_total"):
                 name = name[: -len("_total")]
@@ -47,6 +51,12 @@ class _Collector:
                                sum_value=float(m.value))
             else:
                 fam.add_metric(values, float(m.value))
+        if bad:
+            fam = families.get(PREFIX + "exporter_errors") or GaugeMetricFamily(
+                PREFIX + "exporter_errors", "metrics that could not be read", labels=["error", "service"])
+            for name in sorted(bad):
+                fam.add_metric(["not a number", name], 1.0)   # labels sorted: error, service
+            families[PREFIX + "exporter_errors"] = fam
         return list(families.values())
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from .harness import FAST_RUNTIME, Recorder, running_site, wait_for, write_site  # noqa: F401
-from .mosquitto import Mosquitto, MqttObserver, mosquitto, publish_messages  # noqa: F401
+# The `mosquitto` fixture itself stays in sitegate.testing.mosquitto (its name would shadow the module).
+from .mosquitto import Mosquitto, MqttObserver, publish_messages  # noqa: F401
 from .fixtures import (ManualClock, ProcessorDriver, SinkRecorder, add_entry, clocked_site,  # noqa: F401
                        load_integration, sitegate_clock)
 from .wsclient import ApiClient, api_client  # noqa: F401

@@ -91,7 +91,7 @@ async def test_writes_and_method_calls_are_acknowledged(tmp_path, opcua_server):
     server = opcua_server("--period", "0.05")
     async with running_site(tmp_path, site(server.endpoint)) as host:
         rec = Recorder(host)
-        await wait_for(lambda: values(rec, "setpoint"), timeout=20)
+        await wait_for(lambda: values(rec, "setpoint"), timeout=60)
         ok = await host.command("plc", Command("plc", "write", "setpoint", 55.5))
         assert ok.status == "ack", ok
         await wait_for(lambda: any(v == 55.5 for v, _ in values(rec, "setpoint")), what="the written value back")
@@ -100,7 +100,7 @@ async def test_writes_and_method_calls_are_acknowledged(tmp_path, opcua_server):
         called = await host.command("plc", Command("plc", "call", args={
             "object": "ns=2;s=Line1", "method": "ns=2;s=Line1.Reset", "inputs": [1000]}))
         assert called.status == "ack" and called.value == [True]
-        await wait_for(lambda: any(v >= 1000 for v, _ in values(rec, "counter")), what="the reset counter")
+        await wait_for(lambda: any(v >= 1000 for v, _ in values(rec, "counter")), timeout=30, what="the reset counter")
         bad = await host.command("plc", Command("plc", "call", args={
             "object": "ns=2;s=Line1", "method": "ns=2;s=Line1.Nope"}))
         assert bad.status == "nack" and "Bad" in bad.detail
