@@ -334,3 +334,56 @@ def parse_command(msg: dict[str, Any]) -> tuple[CommandSpec, Any]:
         return spec, structure(fields, spec.cls, path=kind)
     except ConfigError as exc:
         raise BadCommand("invalid_format", "; ".join(str(i) for i in exc.issues)) from None
+
+
+@command("rollout_status", role="viewer", example={"rollout_id": "fw-2.1"},
+         result=[{"id": "fw-2.1", "state": "running", "wave": 1, "waves": 4, "total": 200, "executed": 20,
+                  "succeeded": 20, "failed": 0, "failed_devices": []}])
+@attrs.frozen
+class RolloutStatus:
+    """Rollouts of firmware or config updates (all, or one): state, wave, counts and failed devices.
+    Progress arrives as `rollout.*` events (subscribe_events)."""
+
+    rollout_id: str | None = attrs.field(default=None, metadata=_doc("One rollout (default: all)."))
+
+
+@command("rollout_start", role="admin",
+         example={"entry_id": "sensors-update", "target": "plugins/sitegate/update-node-fw-2.1.0.bin",
+                  "policy": {"waves": [1, 10, 50, 100], "soak": 600}},
+         result={"rollout_id": "node-fw-2.1.0"})
+@attrs.frozen
+class RolloutStart:
+    """Start a rollout of a signed update from the site's registry through an update-handler entry.
+    The update is verified (TUF) before anything is sent; waves, canary, soak and abort criteria
+    come from `policy` (docs/updates.md), with the defaults there."""
+
+    entry_id: str = attrs.field(metadata=_doc("The update-handler entry that talks to the devices."))
+    target: str = attrs.field(metadata=_doc("The update in the signed registry: plugins/PUBLISHER/update-NAME-VERSION.bin."))
+    policy: dict[str, Any] = attrs.field(factory=dict, metadata=_doc("RolloutPolicy fields (waves, soak, device_timeout, max_concurrent, abort, ...)."))
+    devices: list[str] | None = attrs.field(default=None, metadata=_doc("Only these devices (default: every device of the entry)."))
+    hardware: list[str] | None = attrs.field(default=None, metadata=_doc("Only devices of these hardware ids."))
+    rollout_id: str | None = attrs.field(default=None, metadata=_doc("Id to give the rollout (default: from the update's name and version)."))
+
+
+@command("rollout_pause", role="admin", example={"rollout_id": "fw-2.1"}, result={"state": "paused"})
+@attrs.frozen
+class RolloutPause:
+    """Pause a rollout: devices in progress finish; no new device starts."""
+
+    rollout_id: str = attrs.field(metadata=_doc("The rollout."))
+
+
+@command("rollout_resume", role="admin", example={"rollout_id": "fw-2.1"}, result={"state": "running"})
+@attrs.frozen
+class RolloutResume:
+    """Resume a paused (or aborted-and-reviewed) rollout; failures are counted again from here."""
+
+    rollout_id: str = attrs.field(metadata=_doc("The rollout."))
+
+
+@command("rollout_abort", role="admin", example={"rollout_id": "fw-2.1"}, result={"state": "aborted"})
+@attrs.frozen
+class RolloutAbort:
+    """Abort a rollout: it stops and every failed device is rolled back."""
+
+    rollout_id: str = attrs.field(metadata=_doc("The rollout."))
