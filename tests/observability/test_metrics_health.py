@@ -142,3 +142,27 @@ async def test_loop_lag_histogram_and_time_held_per_entry(tmp_path):
         held = {s.labels["entry"]: s.value for s in fams["sitegate_loop_held_seconds"].samples
                 if s.name.endswith("_total")}
         assert held["sim"] > 0 and "core" in held
+
+
+async def test_processor_drops_are_counted_per_route_step(tmp_path):
+    site = """
+    site: t
+    entries:
+      - id: sim
+        domain: simulator
+        config: {interval: 10ms, points: [{name: flat, shape: step, amplitude: 0, offset: 5}]}
+      - {id: hist, domain: history}
+    routes:
+      - {name: quiet, from: ["sim.*/*"], through: [{deadband: {abs: 1}}], to: [hist]}
+    """
+    async with running_site(tmp_path, site) as host:
+        port = host.services["metrics_http"].port
+        route = host.services["dataplane"].table.routes[0]
+        await wait_for(lambda: route.step_in[0] >= 20, what="readings through the deadband")
+        status, text = await trio.to_thread.run_sync(_get, port, "/metrics")
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for f in text_string_to_metric_families(text) for s in f.samples}
+        key = (("route", "quiet"), ("step", "0:" + type(route.steps[0]).__name__))
+        # A flat signal: the deadband passes the first reading and suppresses the rest.
+        assert samples[("sitegate_processor_in_total", key)] >= 20
+        assert samples[("sitegate_processor_dropped_total", key)] >= samples[("sitegate_processor_in_total", key)] - 2

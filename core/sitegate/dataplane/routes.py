@@ -33,8 +33,13 @@ class CompiledRoute:
     sinks: tuple[str, ...]
     steps: list[Any] = attrs.Factory(list)          # Processor objects, in order
     _regex: re.Pattern | None = None
+    # Readings into and out of each step (per batch, not per reading): what each processor filtered.
+    step_in: list[int] = attrs.Factory(list)
+    step_out: list[int] = attrs.Factory(list)
 
     def __attrs_post_init__(self) -> None:
+        self.step_in = [0] * len(self.steps)
+        self.step_out = [0] * len(self.steps)
         self._regex = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in self.globs)) if self.globs else None
 
     def matches(self, device: str, point: str, info: PointInfo | None) -> bool:

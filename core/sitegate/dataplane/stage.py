@@ -127,15 +127,21 @@ class RouteStage:
 
     def _run_steps(self, route: CompiledRoute, start: int, batches: list[Batch]) -> list[Batch]:
         steps = route.steps
+        if len(route.step_in) != len(steps):   # steps set after the route was made
+            route.step_in = [0] * len(steps)
+            route.step_out = [0] * len(steps)
         if len(batches) == 1:
             # The common case, one batch in and at most one out per step, without building lists.
             b = batches[0]
             k = start
+            ins, outs = route.step_in, route.step_out
             try:
                 for k in range(start, len(steps)):
+                    ins[k] += len(b.points)
                     r = steps[k].process(b)
                     if r is None or not r.points:
                         return []
+                    outs[k] += len(r.points)
                     b = r
             except Exception as exc:  # noqa: BLE001 - a processor bug must not stop the other routes
                 self._processor_failed(route, k, steps[k], b, exc)
@@ -145,12 +151,14 @@ class RouteStage:
             step = steps[k]
             nxt: list[Batch] = []
             for b in batches:
+                route.step_in[k] += len(b.points)
                 try:
                     r = step.process(b)
                 except Exception as exc:  # noqa: BLE001
                     self._processor_failed(route, k, step, b, exc)
                     continue
                 if r is not None and r.points:
+                    route.step_out[k] += len(r.points)
                     nxt.append(r)
             batches = nxt
             if not batches:

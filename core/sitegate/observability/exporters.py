@@ -34,6 +34,14 @@ def dataplane(plane: Any, host: "SiteHost") -> list[Metric]:
         prio, _, reason = str(key).partition("/")
         m.append(Metric("drops_total", n, {"priority": prio, "reason": reason or "unknown"}, "counter",
                         "readings dropped by policy (disk budget, TTL), by priority and reason"))
+    for route in list(getattr(getattr(plane, "table", None), "routes", [])):
+        for k, step in enumerate(route.steps):
+            labels = {"route": str(route.name), "step": f"{k}:{type(step).__name__}"}
+            ins = route.step_in[k] if k < len(route.step_in) else 0
+            outs = route.step_out[k] if k < len(route.step_out) else 0
+            m.append(Metric("processor_in_total", ins, labels, "counter", "readings into a route's processor step"))
+            m.append(Metric("processor_dropped_total", max(0, ins - outs), labels, "counter",
+                            "readings a processor step did not pass on (deadband suppressions, window inputs, ...)"))
     delivered_remote = 0
     for sink, s in d["sinks"].items():
         st = status.get(sink, {})
