@@ -7,10 +7,9 @@ is mocked except time, and time only where the site or processor reads `clock()`
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import pytest
 import trio
@@ -22,7 +21,7 @@ from ..loader import DevFolderSource, Integration, Loader
 from ..model import Batch, Event
 from ..plugins import ProcessorContext
 from ..structure import structure
-from .harness import FIRST_PARTY_PLUGINS, wait_for, write_site
+from .harness import FIRST_PARTY_PLUGINS, running_site, wait_for
 
 
 class ManualClock:
@@ -156,24 +155,10 @@ async def add_entry(host: SiteHost, entry: Mapping[str, Any], *, timeout: float 
     return str(await wait_for(settled, timeout, what=f"entry {entry['id']!r} to finish its setup"))
 
 
-@contextlib.asynccontextmanager
-async def clocked_site(folder: Path, text: str, *, clock: ManualClock, plugin_dirs: Iterable[Path] = (),
-                       services: bool = True) -> AsyncIterator[SiteHost]:
+def clocked_site(folder: Path, text: str, *, clock: ManualClock, plugin_dirs: Iterable[Path] = (),
+                 services: bool = True):
     """Like `running_site`, with the site's wall clock replaced by `clock` (a `ManualClock`)."""
-    path = write_site(Path(folder), text)
-    host = SiteHost(load_site(path), DevFolderSource(FIRST_PARTY_PLUGINS, *plugin_dirs, warn=False), clock=clock)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(host.run)
-        if services:
-            from ..runner import SERVICES
-            for start in SERVICES:
-                await start(host, nursery)
-        try:
-            yield host
-        finally:
-            with trio.CancelScope(shield=True):
-                await host.shutdown()
-            nursery.cancel_scope.cancel()
+    return running_site(folder, text, plugin_dirs=plugin_dirs, services=services, clock=clock)
 
 
 @pytest.fixture

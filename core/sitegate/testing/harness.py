@@ -55,13 +55,16 @@ def write_site(folder: Path, text: str, *, name: str = "site.yaml", secrets: dic
 @contextlib.asynccontextmanager
 async def running_site(folder: Path, text: str | None = None, *, path: Path | None = None,
                        plugin_dirs: Iterable[Path] = (), secrets: dict[str, str] | None = None,
-                       fast: bool = True, services: bool = True) -> AsyncIterator[SiteHost]:
-    """Run a site for the duration of the block; shuts it down (unloading every entry) afterwards."""
+                       fast: bool = True, services: bool = True,
+                       clock: Callable[[], float] | None = None) -> AsyncIterator[SiteHost]:
+    """Run a site for the duration of the block; shuts it down (unloading every entry) afterwards.
+
+    `clock` replaces the site's wall clock (entries' `entry.clock()`), e.g. a `ManualClock`."""
     if path is None:
         assert text is not None, "give the site as text or as path"
         path = write_site(Path(folder), text, secrets=secrets, fast=fast)
     source = DevFolderSource(FIRST_PARTY_PLUGINS, *plugin_dirs, warn=False)
-    host = SiteHost(load_site(path), source)
+    host = SiteHost(load_site(path), source, **({"clock": clock} if clock is not None else {}))
     async with trio.open_nursery() as nursery:
         await nursery.start(host.run)
         if services:
