@@ -13,6 +13,7 @@ from trio_websocket import open_websocket_url
 from sitegate.api import start_api
 from sitegate.api.tokens import TokenStore
 from sitegate.testing import running_site
+from sitegate.testing.wsclient import ApiClient
 
 SITE = """
 site: apitest
@@ -46,51 +47,8 @@ async def api_site(tmp_path: Path, *, interval: float = 0.05, devices: int = 2, 
                 nursery.cancel_scope.cancel()
 
 
-class Client:
-    """A protocol client: `await c.call("get_site")` sends with the next id and returns the result message."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self.next_id = 1
-        self.events: dict[int, list[dict]] = {}
-        self.backlog: list[dict] = []
-
-    async def recv(self, timeout: float = 5.0) -> dict:
-        with trio.fail_after(timeout):
-            return json.loads(await self.ws.get_message())
-
-    async def send(self, msg: dict) -> None:
-        await self.ws.send_message(json.dumps(msg))
-
-    async def call(self, kind: str, timeout: float = 10.0, **fields) -> dict:
-        mid = self.next_id
-        self.next_id += 1
-        await self.send({"id": mid, "type": kind, **fields})
-        return await self.reply(mid, timeout)
-
-    async def reply(self, mid: int, timeout: float = 10.0) -> dict:
-        with trio.fail_after(timeout):
-            while True:
-                msg = await self.recv(timeout)
-                if msg.get("type") == "event":
-                    self.events.setdefault(msg["id"], []).append(msg["event"])
-                    continue
-                if msg.get("id") == mid:
-                    return msg
-                self.backlog.append(msg)
-
-    async def event(self, sub: int, timeout: float = 5.0) -> dict:
-        if self.events.get(sub):
-            return self.events[sub].pop(0)
-        with trio.fail_after(timeout):
-            while True:
-                msg = await self.recv(timeout)
-                if msg.get("type") == "event" and msg["id"] == sub:
-                    return msg["event"]
-                if msg.get("type") == "event":
-                    self.events.setdefault(msg["id"], []).append(msg["event"])
-                else:
-                    self.backlog.append(msg)
+# The protocol client plugin authors use (sitegate.testing); the API's own tests use the same one.
+Client = ApiClient
 
 
 @contextlib.asynccontextmanager

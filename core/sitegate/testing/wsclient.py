@@ -33,6 +33,10 @@ class ApiClient:
         mid = self.next_id
         self.next_id += 1
         await self.send({"id": mid, "type": kind, **fields})
+        return await self.reply(mid, timeout)
+
+    async def reply(self, mid: int, timeout: float = 10.0) -> dict:
+        """The result message for command `mid`; events and other messages arriving first are kept."""
         with trio.fail_after(timeout):
             while True:
                 msg = await self.recv(timeout)
