@@ -20,3 +20,12 @@ def test_no_protocol_code_in_the_core():
                         for lib in ("pymodbus", "asyncua", "paho"))
                  and "testing" not in p.parts]
     assert offenders == []
+
+
+def test_device_side_wire_format_is_the_update_handlers_own():
+    # examples/devices carries its own copy of the MQTT-SN update wire format, as device firmware
+    # would; the two sides must never drift apart (the topic ids and layouts are the contract).
+    def body(path: Path) -> str:
+        text = path.read_text()
+        return text[text.index("from __future__"):]
+    assert body(REPO / "examples" / "devices" / "wire.py") == body(REPO / "plugins" / "mqttsn_update" / "wire.py")
