@@ -67,7 +67,12 @@ async def test_sequence_numbers_continue_after_a_restart(tmp_path):
     for run in (1, 2):
         async with running_site(tmp_path, site, plugin_dirs=[FIXTURES]) as host:
             plane = host.services["dataplane"]
-            await wait_for(lambda: len(sink_lines(tmp_path / "out")) == 20 * run, 5, what="5 rounds delivered")
+            # Delivered *and* acknowledged (the cursor moved): stopping earlier would leave the last
+            # delivery unacknowledged, and at-least-once delivery would then send it again.
+            await wait_for(lambda: len(sink_lines(tmp_path / "out")) >= 20 * run
+                           and plane.sink_status().get("out", {}).get("backlog") == 0, 20,
+                           what="5 rounds delivered and acknowledged")
+            assert len(sink_lines(tmp_path / "out")) == 20 * run
             sync = await plane.wal.call(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
             assert sync == 2          # FULL for durability: power-loss
     wal = WriteAheadLog(tmp_path / ".sitegate" / "site.sqlite")
