@@ -67,11 +67,27 @@ class LoginLimiter:
             return 0.0
         return q[0] + self.window - self.clock()
 
+    def remaining(self, addr: str) -> int:
+        """Failed logins `addr` may still make before it is refused."""
+        q = self.failures.get(addr)
+        return self.limit - (len(self._recent(addr)) if q else 0)
+
     def failed(self, addr: str) -> None:
         self._recent(addr).append(self.clock())
         if len(self.failures) > 10_000:     # many addresses: forget the quiet ones
             for a in [a for a, q in self.failures.items() if not q][:5_000]:
                 del self.failures[a]
+
+
+class _LoginGate:
+    """Token checks in flight from one address, and a wake-up for those waiting for a slot."""
+
+    __slots__ = ("users", "in_flight", "changed")
+
+    def __init__(self) -> None:
+        self.users = 0          # logins from the address being handled (checked or waiting)
+        self.in_flight = 0
+        self.changed = trio.Event()
 
 
 def _result(mid: int | None, result: Any) -> str:
@@ -89,7 +105,7 @@ class ApiServer:
         self.settings = settings
         self.tokens = tokens or TokenStore(host.state_dir)
         self.limiter = LoginLimiter(settings.auth_failures, float(settings.auth_window))
-        self._login_locks: dict[str, trio.Lock] = {}
+        self._login_gates: dict[str, _LoginGate] = {}
         self.revoke_poll = revoke_poll
         self.max_clients = max_clients
         self._open_sockets = 0
@@ -226,25 +242,37 @@ class ApiServer:
         return token
 
     async def _check_token(self, remote: str, token: str) -> tuple[TokenInfo | None, str]:
-        # Logins from one address are checked one at a time, so concurrent guesses cannot slip
-        # past the limit while earlier ones are still being checked (and valid ones just queue).
-        lock = self._login_locks.setdefault(remote, trio.Lock())
+        # Checks from one address run concurrently, but never more at once than the failures that
+        # address may still make: even if every check in flight fails, the limit holds. Valid
+        # logins from one address (a wall of dashboards behind one NAT) do not queue behind each other.
+        gate = self._login_gates.setdefault(remote, _LoginGate())
+        gate.users += 1
         try:
-            async with lock:
+            while True:
                 wait = self.limiter.blocked_for(remote)
                 if wait > 0:
                     self.counters["auth_refused"] += 1
                     self.limiter.refused += 1
                     return None, f"too many failed logins from {remote}; try again in {wait:.0f} s"
+                if gate.in_flight < self.limiter.remaining(remote):
+                    break
+                await gate.changed.wait()
+            gate.in_flight += 1
+            try:
                 info = await trio.to_thread.run_sync(self.tokens.check, token)
-                if info is None:
-                    self.limiter.failed(remote)
-                    self.counters["auth_failed"] += 1
-                    return None, "invalid or revoked access token"
-                return info, ""
+            finally:
+                gate.in_flight -= 1
+                gate.changed.set()
+                gate.changed = trio.Event()
+            if info is None:
+                self.limiter.failed(remote)
+                self.counters["auth_failed"] += 1
+                return None, "invalid or revoked access token"
+            return info, ""
         finally:
-            if not lock.locked() and lock.statistics().tasks_waiting == 0:
-                self._login_locks.pop(remote, None)
+            gate.users -= 1
+            if not gate.users:
+                del self._login_gates[remote]
 
     async def _session(self, ws, remote: str, close: list, deflate: bool) -> None:
         token = await self._authenticate(ws, remote, close)
