@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import trio
@@ -106,6 +107,46 @@ async def test_frames_over_one_mebibyte_close_the_connection(tmp_path):
                     await c.ws.get_message()
             assert closed.value.reason.code == 1009
         await wait_for(lambda: not server.connections, what="the connection to be gone")
+
+
+async def test_logins_from_one_address_are_checked_at_once_within_the_failure_budget(tmp_path):
+    async with api_site(tmp_path, failures=5, window=60) as (host, server, tokens):
+        good, _ = tokens.create("viewer")
+        real_check, state = server.tokens.check, {"now": 0, "most": 0}
+
+        def slow_check(token):
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+            try:
+                time.sleep(0.2)
+                return real_check(token)
+            finally:
+                state["now"] -= 1
+
+        server.tokens.check = slow_check
+
+        async def login(token, answers):
+            async with open_websocket_url(server.ws_url) as ws:
+                await ws.get_message()
+                await ws.send_message(json.dumps({"type": "auth", "access_token": token}))
+                answers.append(json.loads(await ws.get_message())["type"])
+
+        # Ten valid logins at once: checked five at a time (the failures the address may still make).
+        answers: list[str] = []
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(login, good, answers)
+        assert answers == ["auth_ok"] * 10 and state["most"] == 5
+        # After three failures, at most two checks at once: even if both fail, the limit of 5 holds.
+        for i in range(3):
+            await login(f"sg_0000000{i}_wrong", [])
+        state["most"] = 0
+        answers = []
+        async with trio.open_nursery() as nursery:
+            for _ in range(6):
+                nursery.start_soon(login, good, answers)
+        assert answers == ["auth_ok"] * 6 and state["most"] == 2
+        assert server.counters["auth_failed"] == 3 and not server._login_gates
 
 
 async def test_a_thousand_failed_logins_are_rate_limited(tmp_path):
