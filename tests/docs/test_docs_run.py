@@ -6,7 +6,9 @@ The convention (docs/architecture.md, "Docs that run"), on a fenced block's info
   ``run=fails`` needs a non-zero status; ``expect="text"`` needs the text in the output;
 - ```` ```sh run=background until="text" ```` starts a long-running command (``sitegate run``),
   waits for the text, runs the rest of the doc beside it, then stops it with SIGTERM (exit 0);
-- ```` ```python run ```` runs the block with this Python.
+- ```` ```python run ```` runs the block with this Python;
+- ```` ```json ws ```` holds WebSocket API exchanges (``→`` sent, ``←`` answered), which
+  tests/docs/test_websocket_api_examples.py sends to a real site and checks (docs/websocket-api.md).
 The scratch folder has ``plugins`` and ``examples`` linked from the repository and a ``registry``
 made as ``make registry`` makes it (so a reader's "from the repository folder" holds), and
 ``sitegate`` first on PATH. Site files written
@@ -52,6 +54,11 @@ class Block:
     def runnable(self) -> bool:
         return "run" in self.options or "title" in self.options
 
+    @property
+    def executed_elsewhere(self) -> bool:
+        """```json ws blocks: run by tests/docs/test_websocket_api_examples.py."""
+        return "ws" in self.options
+
 
 def blocks(doc: Path) -> list[Block]:
     text = doc.read_text()
@@ -77,7 +84,8 @@ def not_executed() -> dict[str, list[str]]:
     blocks are diagrams and sample output, not commands."""
     run = set(runnable_docs())
     return {d.name: [f"{b.where} ```{b.lang} {' '.join(f'{k}={v}' for k, v in b.options.items())}".rstrip()
-                     for b in blocks(d) if b.lang != "text" and (d not in run or not b.runnable)]
+                     for b in blocks(d) if b.lang != "text" and not b.executed_elsewhere
+                     and (d not in run or not b.runnable)]
             for d in sorted(DOCS.glob("*.md"))}
 
 
@@ -172,7 +180,7 @@ def test_doc_runs_as_written(doc, tmp_path):
 
 
 def test_info_strings_follow_the_convention():
-    known = {"run", "title", "until", "expect", "timeout"}
+    known = {"run", "title", "until", "expect", "timeout", "ws"}
     modes = {"", "fails", "background"}
     problems = []
     for doc in sorted(DOCS.glob("*.md")):
@@ -184,6 +192,8 @@ def test_info_strings_follow_the_convention():
                 problems.append(f"{b.where}: run=background needs until=\"text it prints when ready\"")
             if "run" in b.options and b.lang not in ("sh", "python"):
                 problems.append(f"{b.where}: only sh and python blocks can run, got {b.lang!r}")
+            if "ws" in b.options and (b.lang != "json" or doc.name != "websocket-api.md" or len(b.options) > 1):
+                problems.append(f"{b.where}: `ws` marks the ```json ws exchanges of websocket-api.md only")
     assert not problems, "\n".join(problems)
 
 
