@@ -76,21 +76,27 @@ class Ping:
     """Answered with `{"id": N, "type": "pong"}` (not a `result`), as Home Assistant does."""
 
 
-@command("get_site", role="viewer", result={"site": "plant-a/line-3", "entries": 3, "devices": 10,
-                                            "readings_in": 12345, "uptime": 60.0, "role": "viewer",
-                                            "sinks": {"uplink": {"state": "online"}}})
+@command("get_site", role="viewer", result={"site": "plant-a/line-3", "version": "0.1.0", "uptime": 60.0, "entries": 3,
+                                            "devices": 2, "readings_in": 600, "role": "admin",
+                                            "sinks": {"history": {"state": "attached"}}})
 @attrs.frozen
 class GetSite:
     """The site: name, uptime, counters, sink connectivity and WAL depth when the data plane runs."""
 
 
-@command("get_entries", role="viewer", result=[{"id": "sim", "domain": "simulator", "state": "loaded"}])
+@command("get_entries", role="viewer", result=[
+    {"id": "sim", "domain": "simulator", "state": "loaded", "recoverable": True, "reason": "", "retries": 0,
+     "version": "1.0.0", "counters": {"batches_out": 300, "readings_out": 600, "task_failures": 0}},
+    {"id": "history", "domain": "history", "state": "loaded", "recoverable": True, "reason": "", "retries": 0},
+    {"id": "sensors-update", "domain": "mqttsn_update", "state": "loaded", "recoverable": True, "reason": "",
+     "retries": 0}])
 @attrs.frozen
 class GetEntries:
     """Every entry with its state, whether the state is recoverable, the reason, retries and counters."""
 
 
-@command("reload_entry", role="operator", example={"entry_id": "sim"}, result={"state": "loaded"})
+@command("reload_entry", role="operator", example={"entry_id": "sim"},
+         result={"id": "sim", "state": "loaded", "recoverable": True, "reason": ""})
 @attrs.frozen
 class ReloadEntry:
     """Unload and set up an entry again; the result holds its state after the first setup attempt."""
@@ -98,7 +104,8 @@ class ReloadEntry:
     entry_id: str = attrs.field(metadata=_doc("Id of the entry."))
 
 
-@command("unload_entry", role="operator", example={"entry_id": "sim"}, result={"state": "not_loaded"})
+@command("unload_entry", role="operator", example={"entry_id": "sim"},
+         result={"id": "sim", "state": "not_loaded", "recoverable": True, "reason": ""})
 @attrs.frozen
 class UnloadEntry:
     """Unload an entry (its tasks are cancelled, cleanups run); it stays in the site until reloaded."""
@@ -106,7 +113,8 @@ class UnloadEntry:
     entry_id: str = attrs.field(metadata=_doc("Id of the entry."))
 
 
-@command("setup_entry", role="operator", example={"entry_id": "sim"}, result={"state": "loaded"})
+@command("setup_entry", role="operator", example={"entry_id": "sim"},
+         result={"id": "sim", "state": "loaded", "recoverable": True, "reason": ""})
 @attrs.frozen
 class SetupEntry:
     """Set up an entry that is not loaded (after `unload_entry` or an error). Refused if it is loaded."""
@@ -115,7 +123,10 @@ class SetupEntry:
 
 
 @command("list_devices", role="viewer", example={"entry_id": "sim"},
-         result=[{"id": "sim.dev0", "entry": "sim", "online": True, "fw_version": "1.0.0", "alarms": []}])
+         result=[{"id": "sim.dev0", "entry": "sim", "online": True, "fw_version": "1.0.0", "desired_config": None,
+                  "drift": False, "last_seen": 1700000000.0, "interval": 0.2, "alarms": []},
+                 {"id": "sim.dev1", "entry": "sim", "online": True, "fw_version": "1.0.0", "desired_config": None,
+                  "drift": False, "last_seen": 1700000000.0, "interval": 0.2, "alarms": []}])
 @attrs.frozen
 class ListDevices:
     """Device twins: identity, entry, versions, config drift, last seen, online, active alarms."""
@@ -125,7 +136,8 @@ class ListDevices:
 
 @command("get_device", role="viewer", example={"device_id": "sim.dev0"},
          result={"id": "sim.dev0", "online": True,
-                 "points": {"temperature": {"value": 21.5, "ts": 1700000000.0, "quality": 0, "unit": "degC"}}})
+                 "points": {"temperature": {"value": 21.5, "ts": 1700000000.0, "quality": 0, "unit": "degC",
+                                            "writable": True}}})
 @attrs.frozen
 class GetDevice:
     """One twin with its points' latest value, quality and timestamp."""
@@ -154,7 +166,7 @@ class DeviceCommand:
 
 
 @command("set_desired_config", role="admin", example={"device_id": "sim.dev0", "version": "7"},
-         result={"desired_config": "7", "reported_config": "6", "drift": True})
+         result={"desired_config": "7", "reported_config": None, "drift": True})
 @attrs.frozen
 class SetDesiredConfig:
     """Record the config version a device should run; the twin shows drift until it reports it."""
@@ -186,9 +198,9 @@ class SubscribeReadings:
 
 
 @command("subscribe_events", role="viewer", example={"kinds": ["entry.state", "alert", "device.*"]}, result=None,
-         event={"kind": "device.offline", "source": "sim", "device": "sim.dev0", "point": None,
-                "severity": "warning", "message": "no readings for 3.2 s (missed 3 intervals of 1.00 s)",
-                "data": {"device": "sim.dev0", "online": False, "last_seen": 1699999996.8}, "ts": 1700000000.0})
+         event={"kind": "entry.state", "source": "sim", "device": None, "point": None, "severity": "info", "message": "",
+                "data": {"entry": "sim", "domain": "simulator", "from": "setup_in_progress", "state": "loaded",
+                         "recoverable": True, "reason": ""}, "ts": 1700000000.0})
 @attrs.frozen
 class SubscribeEvents:
     """Site events whose kind matches a glob: `entry.state`, `alert`, `device.online`, `device.offline`,
@@ -198,7 +210,7 @@ class SubscribeEvents:
     kinds: list[str] = attrs.field(factory=lambda: ["*"], metadata=_doc("Glob(s) on event kinds."))
 
 
-@command("unsubscribe", role="viewer", example={"subscription": 3}, result=None)
+@command("unsubscribe", role="viewer", example={"subscription": 7}, result=None)
 @attrs.frozen
 class Unsubscribe:
     """End a subscription made by this connection."""
@@ -207,9 +219,10 @@ class Unsubscribe:
 
 
 @command("history", role="viewer",
-         example={"device_id": "sim.dev0", "point": "temperature", "start": 1700000000.0, "end": 1700003600.0,
-                  "resolution": 60},
-         result={"entry": "history", "rows": [[1700000000.0, 21.5]]})
+         example={"device_id": "sim.dev0", "point": "temperature"},
+         result={"entry": "history", "device_id": "sim.dev0", "point": "temperature", "start": 1699996400.0,
+                 "end": 1700000000.0, "rows": [{"ts": 1699999999.8, "value": 21.53, "quality": 0},
+                                               {"ts": 1700000000.0, "value": 21.49, "quality": 0}]})
 @attrs.frozen
 class History:
     """Past readings from the history sink (`not_found` when the site has none)."""
@@ -222,7 +235,8 @@ class History:
     entry_id: str | None = attrs.field(default=None, metadata=_doc("Which history entry (default: the first)."))
 
 
-@command("diagnostics", role="operator", example={"entry_id": "sim"}, result={"entries": {"sim": {"state": "loaded"}}})
+@command("diagnostics", role="operator", example={"entry_id": "sim"}, result={"site": "plant-a/line-3", "version": "0.1.0", "generated_at": 1700000000.0,
+                 "entries": {"sim": {"id": "sim", "state": "loaded", "diagnostics": {"devices": ["sim.dev0", "sim.dev1"]}}}})
 @attrs.frozen
 class Diagnostics:
     """Support bundle: site, entries with their own diagnostics, twins, API counters. Secret values
@@ -231,7 +245,10 @@ class Diagnostics:
     entry_id: str | None = attrs.field(default=None, metadata=_doc("Only this entry."))
 
 
-@command("list_plugins", role="viewer", result=[{"domain": "simulator", "version": "1.0.0", "kinds": ["adapter"]}])
+@command("list_plugins", role="viewer", result=[{"domain": "history", "version": "1.0.0", "kinds": ["sink"], "verified": True, "entries": ["history"]},
+                 {"domain": "mqttsn_update", "version": "1.0.0", "kinds": ["update_handler"], "verified": True,
+                  "entries": ["sensors-update"]},
+                 {"domain": "simulator", "version": "1.0.0", "kinds": ["adapter"], "verified": True, "entries": ["sim"]}])
 @attrs.frozen
 class ListPlugins:
     """Integrations loaded by the site, with version and kinds; the installed and previous
@@ -336,9 +353,11 @@ def parse_command(msg: dict[str, Any]) -> tuple[CommandSpec, Any]:
         raise BadCommand("invalid_format", "; ".join(str(i) for i in exc.issues)) from None
 
 
-@command("rollout_status", role="viewer", example={"rollout_id": "fw-2.1"},
-         result=[{"id": "fw-2.1", "state": "running", "wave": 1, "waves": 4, "total": 200, "executed": 20,
-                  "succeeded": 20, "failed": 0, "failed_devices": []}])
+@command("rollout_status", role="viewer", example={"rollout_id": "node-fw-2.1.0"},
+         result=[{"id": "node-fw-2.1.0", "entry": "sensors-update", "update": "node-fw 2.1.0", "kind": "firmware",
+                  "state": "running", "reason": "", "wave": 0, "waves": 4, "total": 200, "executed": 0,
+                  "succeeded": 0, "failed": 0, "rolled_back": 0, "in_progress": 2, "pending": 198,
+                  "failed_devices": []}])
 @attrs.frozen
 class RolloutStatus:
     """Rollouts of firmware or config updates (all, or one): state, wave, counts and failed devices.
@@ -349,7 +368,7 @@ class RolloutStatus:
 
 @command("rollout_start", role="admin",
          example={"entry_id": "sensors-update", "target": "plugins/sitegate/update-node-fw-2.1.0.bin",
-                  "policy": {"waves": [1, 10, 50, 100], "soak": 600}},
+                  "policy": {"waves": [1, 10, 50, 100], "soak": 600}, "rollout_id": "node-fw-2.1.0"},
          result={"rollout_id": "node-fw-2.1.0"})
 @attrs.frozen
 class RolloutStart:
@@ -365,7 +384,7 @@ class RolloutStart:
     rollout_id: str | None = attrs.field(default=None, metadata=_doc("Id to give the rollout (default: from the update's name and version)."))
 
 
-@command("rollout_pause", role="admin", example={"rollout_id": "fw-2.1"}, result={"state": "paused"})
+@command("rollout_pause", role="admin", example={"rollout_id": "node-fw-2.1.0"}, result={"state": "paused"})
 @attrs.frozen
 class RolloutPause:
     """Pause a rollout: devices in progress finish; no new device starts."""
@@ -373,7 +392,7 @@ class RolloutPause:
     rollout_id: str = attrs.field(metadata=_doc("The rollout."))
 
 
-@command("rollout_resume", role="admin", example={"rollout_id": "fw-2.1"}, result={"state": "running"})
+@command("rollout_resume", role="admin", example={"rollout_id": "node-fw-2.1.0"}, result={"state": "running"})
 @attrs.frozen
 class RolloutResume:
     """Resume a paused (or aborted-and-reviewed) rollout; failures are counted again from here."""
@@ -381,7 +400,7 @@ class RolloutResume:
     rollout_id: str = attrs.field(metadata=_doc("The rollout."))
 
 
-@command("rollout_abort", role="admin", example={"rollout_id": "fw-2.1"}, result={"state": "aborted"})
+@command("rollout_abort", role="admin", example={"rollout_id": "node-fw-2.1.0"}, result={"state": "aborted"})
 @attrs.frozen
 class RolloutAbort:
     """Abort a rollout: it stops and every failed device is rolled back."""

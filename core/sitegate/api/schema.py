@@ -122,8 +122,45 @@ def _type_text(schema: dict[str, Any]) -> str:
     return t or "any"
 
 
+# The examples of the reference are one admin session on one site, and
+# tests/docs/test_websocket_api_examples.py runs them so: each `→` message as written, in the
+# order of their ids, against EXAMPLE_SITE (with EXAMPLE_UPDATE published in its registry), and
+# checks every answer against the `←` lines. So an example must succeed, as written, at its place
+# in this order: state-changing commands come after the reads that show the state they change.
+EXAMPLE_ORDER = ("ping", "get_site", "get_entries", "list_plugins", "list_devices", "get_device",
+                 "subscribe_readings", "subscribe_events", "unsubscribe", "device_command", "set_desired_config",
+                 "history", "diagnostics", "unload_entry", "setup_entry", "reload_entry", "upgrade_plugin",
+                 "rollback_plugin", "rollout_start", "rollout_status", "rollout_pause", "rollout_resume",
+                 "rollout_abort")
+
+EXAMPLE_SITE = """\
+site: plant-a/line-3
+entries:
+  - id: sim
+    domain: simulator
+    config:
+      devices: 2
+      interval: 200ms
+      points: [{name: temperature, shape: sine, amplitude: 4, offset: 21, period: 60, unit: degC}]
+  - {id: history, domain: history}
+  - id: sensors-update
+    domain: mqttsn_update
+    config: {port: 0, trusted_keys: [PUBLISHER_KEY]}
+routes:
+  - {name: to-history, from: ["sim.*/*"], to: [history]}
+"""
+
+# The firmware update the rollout examples roll out, signed by the registry's publisher.
+EXAMPLE_UPDATE = {"name": "node-fw", "version": "2.1.0", "release_counter": 2, "hardware_ids": ["th-v1"]}
+
+
+def example_id(name: str) -> int:
+    return EXAMPLE_ORDER.index(name) + 1
+
+
 def render_markdown() -> str:
     """The command reference: per command its role, fields and an example exchange."""
+    assert sorted(EXAMPLE_ORDER) == sorted(COMMANDS), "every command has its place in EXAMPLE_ORDER"
     out = [BEGIN, ""]
     for name, spec in sorted(COMMANDS.items()):
         schema = class_schema(spec.cls)
@@ -138,15 +175,16 @@ def render_markdown() -> str:
             out.append("")
         else:
             out += ["No fields besides `id` and `type`.", ""]
-        request = {"id": 7, "type": name, **spec.example}
+        mid = example_id(name)
+        request = {"id": mid, "type": name, **spec.example}
         if name == "ping":
-            reply = {"id": 7, "type": "pong"}
+            reply = {"id": mid, "type": "pong"}
         else:
-            reply = {"id": 7, "type": "result", "success": True, "result": spec.example_result}
+            reply = {"id": mid, "type": "result", "success": True, "result": spec.example_result}
         lines = ["→ " + json.dumps(request), "← " + json.dumps(reply)]
         if spec.example_event is not None:
-            lines.append("← " + json.dumps({"id": 7, "type": "event", "event": spec.example_event}))
-        out += ["```json", *lines, "```", ""]
+            lines.append("← " + json.dumps({"id": mid, "type": "event", "event": spec.example_event}))
+        out += ["```json ws", *lines, "```", ""]
     out.append(END)
     return "\n".join(out)
 
