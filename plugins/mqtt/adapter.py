@@ -13,14 +13,13 @@ import time
 from typing import Any
 
 import trio
-from paho.mqtt.client import topic_matches_sub
 
 from sitegate.model import Batch, DeviceInfo, PointInfo, Severity
 
 from .config import MqttConfig, Subscription
 from .connection import Connection
 from .origins import OriginBook
-from .payload import Decoded, MalformedPayload, Mapper
+from .payload import DECODERS, Decoded, MalformedPayload, Mapper, MapperTable
 
 MAX_EVENTS_PER_SECOND = 10      # malformed-payload events; the counters count them all
 # Messages handled (committed, then acknowledged) at a time: small enough that the broker's
@@ -32,23 +31,15 @@ class Ingest:
     def __init__(self, entry: Any, conn: Connection, cfg: MqttConfig, origins: OriginBook):
         self.entry = entry
         self.conn = conn
-        self.subs: list[tuple[Subscription, Mapper]] = [(s, Mapper(s)) for s in cfg.subscribe]
+        self.subs: list[tuple[Subscription, Mapper]] = [
+            (s, Mapper(s, entry=entry.id, decoders=DECODERS, cache_size=50_000)) for s in cfg.subscribe]
+        self.table = MapperTable([(s.filter, m) for s, m in self.subs], cache_size=50_000)
         self.origins = origins
-        self._routes: dict[str, Mapper | None] = {}
         self._declared: dict[str, set[str]] = {}
         self._next_seq: dict[str, int] = {}
         self._event_window = (0.0, 0)
         self.counters = {"bursts": 0, "messages": 0, "readings": 0, "malformed": 0, "duplicates": 0, "unacked_stale": 0}
         self.last_malformed = ""
-
-    def _mapper(self, topic: str) -> Mapper | None:
-        mapper = self._routes.get(topic, False)
-        if mapper is False:
-            mapper = next((m for s, m in self.subs if topic_matches_sub(s.filter, topic)), None)
-            if len(self._routes) > 50_000:
-                self._routes.clear()
-            self._routes[topic] = mapper
-        return mapper
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -63,12 +54,13 @@ class Ingest:
         now = entry.clock()
         merged: dict[str, list] = {}        # device -> [points, values, ts, quality or None]
         fog: list[Decoded] = []
+        lookup = self.table.lookup
         for _, msg in received:
-            mapper = self._mapper(msg.topic)
+            mapper = lookup(msg.topic)
             try:
                 if mapper is None:
                     raise MalformedPayload("no subscription's filter matches this topic")
-                decoded = mapper.decode(msg.topic, msg.payload, now, entry.id)
+                decoded = mapper.decode(msg.topic, msg.payload, now)
             except MalformedPayload as exc:
                 self._malformed(msg, str(exc))
                 continue

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Literal
+from typing import ClassVar, Literal
 
 import attrs
 
+from sitegate.payloads import FORMATS, PayloadMapping, filter_of, validate_filter
 from sitegate.structure import Duration
-
-from .payload import PayloadMapping
 
 _TOPIC_FIELDS_UPLINK = {"site", "entry", "device", "point"}
 
@@ -93,23 +92,31 @@ class PublishConfig:
 
 @attrs.frozen
 class Subscription(PayloadMapping):
-    """One topic filter to subscribe to (the adapter kind), and how its messages become readings."""
+    """One topic filter to subscribe to (the adapter kind), and how its messages become readings.
+
+    The mapping keys are sitegate.payloads.PayloadMapping's (shared with the MQTT-SN gateway);
+    `filter` defaults to `topic` with its named levels as `+`.
+    """
 
     filter: str = ""                  # MQTT topic filter, e.g. factory/+/+/data
     qos: int = 1
 
+    formats: ClassVar[tuple[str, ...]] = FORMATS + ("sitegate",)   # sitegate: another gateway's uplink
+
     def __attrs_post_init__(self):
+        if not self.filter and self.topic:
+            object.__setattr__(self, "filter", filter_of(self.topic))
         if not self.filter:
             raise ValueError("filter: a topic filter is required, e.g. factory/+/+/data")
         if self.qos not in (0, 1):
             raise ValueError(f"qos: expected 0 or 1, got {self.qos!r}")
-        levels = self.filter.split("/")
-        for i, level in enumerate(levels):
-            if ("#" in level and (level != "#" or i != len(levels) - 1)) or ("+" in level and level != "+"):
-                raise ValueError(f"filter: {self.filter!r} is not a valid MQTT topic filter")
-        PayloadMapping.__attrs_post_init__(self)
+        try:
+            validate_filter(self.filter)
+        except ValueError as exc:
+            raise ValueError(f"filter: {self.filter!r} is not a valid MQTT topic filter ({exc})") from None
+        self.check()
         if self.topic is not None:
-            names = self.topic.split("/")
+            names, levels = self.topic.split("/"), self.filter.split("/")
             if len(names) != len(levels) and levels[-1] != "#":
                 raise ValueError(f"topic: {self.topic!r} has {len(names)} levels, the filter {self.filter!r} "
                                  f"{len(levels)}")

@@ -1,10 +1,9 @@
-"""Payload mapping, the uplink envelope and the config checks: pure functions, no broker."""
+"""The adapter's payload glue, the uplink envelope and the config checks: pure functions, no broker."""
 
 from __future__ import annotations
 
 import json
 import math
-import struct
 
 import pytest
 from hypothesis import given
@@ -12,66 +11,24 @@ from hypothesis import strategies as st
 
 from plugins.mqtt import envelope
 from plugins.mqtt.config import MqttConfig, PublishConfig, Subscription
-from plugins.mqtt.payload import MalformedPayload, Mapper, PayloadMapping, StructField, parse_path
+from plugins.mqtt.payload import MalformedPayload, Mapper
 from sitegate.errors import ConfigError
 from sitegate.model import Batch
 from sitegate.structure import structure
 
 
-def test_json_path_with_indexes():
-    assert parse_path("data.values[0].v") == ("data", "values", 0, "v")
-    with pytest.raises(ValueError, match="empty JSON path"):
-        parse_path("")
-
-
-def test_json_mapping_takes_names_from_topic_levels():
-    m = Mapper(Subscription(filter="f/+/+/data", topic="f/{zone}/{device}/data", device="{zone}-{device}",
-                            format="json", value="v", timestamp="t", timestamp_unit="ms"))
-    [d] = m.decode("f/z1/press/data", b'{"v": 2.5, "t": 1700000000500}', 9.0)
-    assert (d.device, d.points, d.values, d.timestamps) == ("z1-press", ["data"], [2.5], [1700000000.5])
-
-
-def test_level_indexes_like_the_mqttsn_rules():
-    m = Mapper(PayloadMapping(format="number", device="{1}", point="{-1}"))
-    [d] = m.decode("s/th1/temp", b"21", 0.0)
-    assert (d.device, d.points, d.values) == ("th1", ["temp"], [21])
-
-
-def test_iso_timestamps_and_several_points():
-    m = Mapper(PayloadMapping(format="json", values={"a": "x.a", "b": "x.b.1"}, timestamp="at", timestamp_unit="iso"))
-    [d] = m.decode("t", b'{"x": {"a": 1, "b": [0, true]}, "at": "2024-01-01T00:00:00Z"}', 0.0)
-    assert d.points == ["a", "b"] and d.values == [1, True] and d.timestamps == [1704067200.0] * 2
-
-
-@pytest.mark.parametrize("payload, message", [
-    (b"{", "not JSON"),
-    (b'{"v": null, "t": 1}', "expected a number"),
-    (b'{"w": 1, "t": 1}', "no 'v'"),
-    (b'{"v": 1, "t": "yesterday"}', "timestamp"),
-])
-def test_malformed_json_says_what(payload, message):
-    m = Mapper(PayloadMapping(format="json", value="v", timestamp="t"))
-    with pytest.raises(MalformedPayload, match=message):
-        m.decode("t", payload, 0.0)
-
-
-def test_number_payload_keeps_integers():
-    m = Mapper(PayloadMapping(topic="s/{device}/{point}", format="number"))
-    assert m.decode("s/d/c", b" 42 ", 1.0)[0].values == [42]
-    assert m.decode("s/d/t", b"21.5", 1.0)[0].values == [21.5]
-    with pytest.raises(MalformedPayload, match="number as text"):
-        m.decode("s/d/t", b"warm", 1.0)
-
-
-def test_struct_layout_with_padding_scale_and_timestamp_field():
-    m = Mapper(PayloadMapping(format="struct", byte_order="big", timestamp="at", fields=[
-        StructField("t", "int16", scale=0.1, offset=1.0), StructField(type="pad", size=2),
-        StructField("n", "uint32"), StructField("at", "uint32")]))
-    [d] = m.decode("x", struct.pack(">hxxII", -215, 7, 1700000000), 3.0)
-    assert d.points == ["t", "n"] and d.values[0] == pytest.approx(-20.5) and d.values[1] == 7
-    assert d.timestamps == [1700000000.0, 1700000000.0]
-    with pytest.raises(MalformedPayload, match="take 12"):
-        m.decode("x", b"\x00\x01", 3.0)
+def test_subscriptions_map_with_the_shared_mapper_and_read_other_sitegates():
+    # The mapping itself is tested in tests/core/test_payloads.py; here the adapter's glue.
+    from plugins.mqtt.payload import DECODERS
+    sub = Subscription(topic="f/{zone}/{device}/data", format="json", value="v")
+    assert sub.filter == "f/+/+/data", "the filter defaults to the topic with named levels as +"
+    [d] = Mapper(sub, entry="in").decode("f/z/d7/data", b'{"v": 1}', 5.0)
+    assert (d.device, d.points, d.values) == ("d7", ["data"], [1])
+    up = envelope.encode_batch("edge", Batch("line.d", ["a"], [1.5], [10.0], None, "sim", 4))
+    [d] = Mapper(Subscription(filter="edge/#", format="sitegate"), decoders=DECODERS).decode("edge/x", up, 0.0)
+    assert (d.device, d.values, d.origin.seq, d.origin.site) == ("line.d", [1.5], 4, "edge")
+    with pytest.raises(MalformedPayload, match="sitegate payload"):
+        Mapper(Subscription(filter="edge/#", format="sitegate"), decoders=DECODERS).decode("edge/x", b"{}", 0.0)
 
 
 def test_envelope_round_trip_keeps_ids_and_columns():
