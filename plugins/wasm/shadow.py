@@ -105,6 +105,7 @@ class Shadow:
         self.last_failure = ""
         self._since = self._pending = 0          # batches compared / with differences since the last report
         self._last_report: float | None = None
+        self._told_difference = False          # the first difference is reported at once
 
     def compare(self, batch: Batch, inputs: bytes, ids: bytes, out: Batch | None, events: list[Event] | None, *,
                 active_failed: ModuleFailure | None = None) -> None:
@@ -132,7 +133,8 @@ class Shadow:
         if differing or ev_diff or failed:
             self._pending += 1
             now = self.ctx.clock()
-            if self._last_report is None or now - self._last_report >= float(self.params.report_every):
+            if not self._told_difference or now - self._last_report >= float(self.params.report_every):
+                self._told_difference = True
                 self.report(now, force=True)
 
     def report(self, now: float, *, force: bool = False) -> None:

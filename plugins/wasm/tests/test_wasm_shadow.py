@@ -38,6 +38,24 @@ def test_shadow_with_a_deliberate_difference_is_reported(dev, ctx):
     assert summary["active"].startswith("UNSIGNED") and summary["shadow_failures"] == 0
 
 
+def test_first_difference_is_reported_at_once_after_a_quiet_summary(dev, ctx):
+    # In a site the data plane flushes every second from the start, so a summary with no
+    # difference comes before the first difference; that one must still be reported at once.
+    step = dev("moving_average.wat", ctx, config={"window": 2},
+               shadow={"module_path": str(wat("moving_average.wat")), "config": {"window": 3}})
+    stream = batches()
+    step.process(next(stream))
+    ctx.now += 1
+    step.flush(ctx.now)
+    assert [e.severity for e in ctx.kinds("processor.shadow_diff")] == [Severity.INFO]
+    for b in stream:
+        ctx.now += 1
+        step.process(b)
+    diffs = ctx.kinds("processor.shadow_diff")
+    assert [e.severity for e in diffs] == [Severity.INFO, Severity.WARNING]   # the third batch, not 10 s later
+    assert diffs[1].data["differing"] == 2 and diffs[1].data["readings"] == 6
+
+
 def test_identical_shadow_reports_no_difference(dev, ctx):
     step = dev("moving_average.wat", ctx, shadow={"module_path": str(wat("moving_average.wat"))})
     for b in batches():
