@@ -5,6 +5,13 @@
 missing=""
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing="$missing chromium"
+# docs/wasm-processors.md builds its C and Rust modules for wasm32: clang + lld (wasm-ld), and
+# Debian's own Rust with its wasm32 standard library (a rustup toolchain has no wasm32 target here).
+command -v clang >/dev/null 2>&1 || missing="$missing clang"
+command -v wasm-ld >/dev/null 2>&1 || missing="$missing lld"
+[ -x /usr/bin/rustc ] || missing="$missing rustc"
+[ -x /usr/bin/cargo ] || missing="$missing cargo"
+[ -d /usr/lib/rustlib/wasm32-unknown-unknown ] || missing="$missing libstd-rust-dev-wasm32"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing from Debian's packages:$missing"
