@@ -2,7 +2,7 @@
 
 Structured by the core's cattrs converter (sitegate.structure), so a bad value is
 reported with its place. Used by the gateway (gateway.py) and the entry (__init__.py);
-payload rules come from payload.py.
+payload rules are the core's payload mapping (payload.py, sitegate.payloads).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Payload rules: topics and payloads to named readings, and bad payloads made visible."""
+"""The gateway's payload glue: rules (the core's mapping, tests/core/test_payloads.py) to Batches,
+the unmapped policy, the device prefix, and bad payloads made visible and reported."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import struct
 
 import pytest
 
-from plugins.mqttsn.payload import PayloadMapper, StructField, TopicRule, topic_matches, validate_filter
+from plugins.mqttsn.payload import PayloadMapper, StructField, TopicRule
 from sitegate.model import Quality
 
 BAD = int(Quality.BAD_DECODE)
@@ -15,21 +16,6 @@ BAD = int(Quality.BAD_DECODE)
 def one(mapper, topic, payload, client="node", now=100.0):
     b = mapper.map(topic, payload, client, now)
     return None if b is None else (b.device, list(b.points), list(b.values), list(b.timestamps), b.quality)
-
-
-@pytest.mark.parametrize("filter_, topic, expected", [
-    ("a/+/c", "a/b/c", True), ("a/+/c", "a/b/d", False), ("a/#", "a", True), ("a/#", "a/b/c", True),
-    ("#", "$SYS/x", False), ("+/x", "$SYS/x", False), ("a/+", "a/b/c", False), ("a/b", "a/b", True),
-    ("+", "", True), ("a/+/+", "a/b", False),
-])
-def test_topic_filters_match_like_mqtt(filter_, topic, expected):
-    assert topic_matches(filter_, topic) is expected
-
-
-@pytest.mark.parametrize("bad, why", [("", "empty"), ("a/#/b", "last level"), ("a/b+", "whole level")])
-def test_bad_filters_say_why(bad, why):
-    with pytest.raises(ValueError, match=why):
-        validate_filter(bad)
 
 
 def test_numbers_keep_ints_and_floats_and_flag_garbage():
@@ -70,15 +56,30 @@ def test_struct_layout_with_scale_padding_and_timestamp():
     assert one(m, "b/1", b"\x00\x01")[4] == [BAD, BAD]     # wrong size: visible, not dropped
 
 
-def test_rule_errors_name_the_field():
+def test_rules_are_the_shared_mapping_with_client_as_the_default_device():
+    rule = TopicRule("site/{zone}/+/env", format="json", value="t")
+    assert rule.filter == "site/+/+/env"
+    assert one(PayloadMapper([rule]), "site/z1/x/env", b'{"t": 1}', client="n1")[:3] == ("n1", ["env"], [1])
+    named = PayloadMapper([TopicRule("p/{zone}/{device}", device="{zone}.{device}")], device_prefix="e.")
+    assert one(named, "p/a/b", b"2")[:3] == ("e.a.b", ["b"], [2])
+    with pytest.raises(ValueError, match="topic: a topic filter is required"):
+        TopicRule("")
     with pytest.raises(ValueError, match="format: expected one of"):
-        TopicRule("a", format="xml")
-    with pytest.raises(ValueError, match="type: expected one of"):
-        StructField("x", "int17")
-    with pytest.raises(ValueError, match="timestamp: no field named 'when'"):
-        TopicRule("a", format="struct", fields=[StructField("x")], timestamp="when")
-    with pytest.raises(ValueError, match="fields: only used with format struct"):
-        TopicRule("a", format="json", fields=[StructField("x")])
+        TopicRule("a", format="sitegate")     # the mqtt adapter's own format, not the gateway's
+
+
+def test_bad_payloads_are_reported_with_their_bytes():
+    seen = []
+    m = PayloadMapper([TopicRule("t/+"), TopicRule("d/#", device="{4}")], device_prefix="e.",
+                      on_malformed=lambda *args: seen.append(args))
+    assert one(m, "t/a", b"hot", client="n")[4] == [BAD]
+    assert one(m, "t/a", b"1") is not None and len(seen) == 1
+    topic, payload, client, device, error = seen[0]
+    assert (topic, payload, client, device) == ("t/a", b"hot", "n", "e.n") and "number as text" in str(error)
+    assert m.map("d/x", b"1", "n", 0.0) is None                 # no device name: reported, no readings
+    assert "has no level 4" in str(seen[1][4]) and seen[1][3] == ""
+    auto = PayloadMapper([], on_malformed=lambda *args: seen.append(args))
+    assert one(auto, "z", b"\xff")[4] == [BAD] and len(seen) == 3    # auto: neither a number nor UTF-8 text
 
 
 def test_unmapped_topics_follow_the_policy_and_the_first_rule_wins():
@@ -92,4 +93,4 @@ def test_rule_cache_stays_bounded_under_many_topics():
     m = PayloadMapper([TopicRule("#")], cache_size=64)
     for i in range(1000):
         m.map(f"t/{i}", b"1", f"c{i}", 0.0)
-    assert len(m._targets) <= 64 and len(m._cache) <= 64
+    assert len(m.table._cache) <= 64 and all(len(mapper._names) <= 64 for _, mapper in m.table.mappers)
