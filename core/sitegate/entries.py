@@ -153,6 +153,30 @@ class EntryContext:
             self.counters["readings_out"] += len(batch)
         return ok
 
+    def dead_letter(self, payload: bytes, *, source: str, error: str | BaseException, device: str | None = None,
+                    at: float | None = None) -> None:
+        """Keep a received message that could not be turned into readings in the dead-letter table.
+
+        Stores the raw `payload` with `source` (where it came from, e.g. the MQTT topic), the
+        `error` text, the `device` if known, this entry's id and `at` (default: now) in the
+        site's WAL file, as a dead letter of kind `ingress` (`sitegate dlq list`). Returns at
+        once: rows are written by the WAL's writer in its next group commit, which happens
+        before anything the caller commits afterwards. The table keeps the newest ones within a
+        cap (docs/delivery.md). Counting and reporting the failure stays the adapter's job.
+        """
+        plane = self.host.services.get("dataplane")
+        if plane is None:
+            self.log.warning("dead letter from %s not stored (the site has no data plane): %s", source, error)
+            return
+        plane.dead_letter_ingress(self.id, payload, source=source, error=str(error), device=device, at=at)
+
+    async def dead_letters_committed(self) -> None:
+        """Return once every dead letter handed to `dead_letter` so far is committed (before
+        acknowledging the message to its sender, when nothing else of it was committed)."""
+        plane = self.host.services.get("dataplane")
+        if plane is not None:
+            await plane.flush_dead_letters()
+
     def emit(self, kind: str, *, device: str | None = None, point: str | None = None,
              severity: Severity = Severity.INFO, message: str = "", **data: Any) -> None:
         """Raise an event on the site's event bus (shown to WebSocket subscribers, logged)."""

@@ -52,6 +52,7 @@ class Ingest:
         """Commit the readings of these messages, then acknowledge them (in order)."""
         entry, conn = self.entry, self.conn
         now = entry.clock()
+        malformed = self.counters["malformed"]
         merged: dict[str, list] = {}        # device -> [points, values, ts, quality or None]
         fog: list[Decoded] = []
         lookup = self.table.lookup
@@ -62,7 +63,7 @@ class Ingest:
                     raise MalformedPayload("no subscription's filter matches this topic")
                 decoded = mapper.decode(msg.topic, msg.payload, now)
             except MalformedPayload as exc:
-                self._malformed(msg, str(exc))
+                self._malformed(msg, str(exc), now)
                 continue
             for d in decoded:
                 if d.origin is not None:
@@ -94,6 +95,8 @@ class Ingest:
             async with trio.open_nursery() as nursery:
                 for fn, args in jobs:
                     nursery.start_soon(fn, *args)
+        if self.counters["malformed"] != malformed:
+            await entry.dead_letters_committed()     # acknowledged only once stored, like readings
         self.counters["messages"] += len(received)
         self.counters["bursts"] += 1
         self.counters["unacked_stale"] += conn.ack_many(received)
@@ -143,13 +146,16 @@ class Ingest:
         self.entry.declare_device(DeviceInfo(device, self.entry.id, name=device,
                                              points=tuple(PointInfo(p) for p in sorted(known))))
 
-    def _malformed(self, msg: Any, reason: str) -> None:
+    def _malformed(self, msg: Any, reason: str, now: float) -> None:
+        """Count it, keep it in the dead-letter table (committed before this burst is acknowledged:
+        the WAL writes in order), and report it (events rate-limited)."""
         self.counters["malformed"] += 1
         self.last_malformed = f"{msg.topic}: {reason}"
-        now = time.monotonic()
+        self.entry.dead_letter(msg.payload, source=msg.topic, error=reason, at=now)
+        mono = time.monotonic()
         start, n = self._event_window
-        if now - start >= 1.0:
-            start, n = now, 0
+        if mono - start >= 1.0:
+            start, n = mono, 0
         if n < MAX_EVENTS_PER_SECOND:
             self.entry.emit("mqtt.malformed", severity=Severity.WARNING,
                             message=f"malformed payload on {msg.topic!r}: {reason}",

@@ -142,6 +142,7 @@ COUNTERS = (
     "sessions_full", "publishes_in", "qos_minus1_in", "publishes_delivered", "congestion", "dropped_qos0",
     "invalid_topic", "duplicates", "buffer_dropped", "sent", "send_dropped", "retransmissions",
     "delivery_failures", "clients_lost", "wills_published", "unmapped_dropped", "unexpected", "internal_errors",
+    "bad_payloads",
 )
 
 
@@ -154,14 +155,19 @@ class Gateway:
     """
 
     def __init__(self, config: GatewayConfig, deliver: Deliver, *, device_prefix: str = "", source: str = "",
-                 on_event: Callable[..., None] | None = None, clock: Callable[[], float] = time.time):
+                 on_event: Callable[..., None] | None = None, clock: Callable[[], float] = time.time,
+                 dead_letter: Callable[..., None] | None = None):
         self.config = config
         self._deliver = deliver
         self._on_event = on_event or (lambda kind, **data: None)
         self._wall = clock
         # Rule lookups are cached per (topic, client): room for a few topics per session.
+        # A payload that does not decode becomes BAD_DECODE readings and, through `dead_letter`
+        # (the entry's), a row of the dead-letter table with its raw bytes.
+        self._dead_letter = dead_letter
         self.mapper = PayloadMapper(config.topics, unmapped=config.unmapped, device_prefix=device_prefix,
-                                    source=source, cache_size=max(1024, 4 * config.max_sessions))
+                                    source=source, cache_size=max(1024, 4 * config.max_sessions),
+                                    on_malformed=self._bad_payload)
         self.predefined = dict(config.predefined)
         self._predefined_ids = {name: tid for tid, name in config.predefined.items()}
         self.sessions: dict[str, Session] = {}      # by client id
@@ -696,6 +702,12 @@ class Gateway:
         elif qos == 1:
             session.qos1_pending.add(msg_id)
         self._pending.append((batch, qos, session, peer, topic_id, msg_id, forward))
+
+    def _bad_payload(self, topic: str, payload: bytes, client: str, device: str, error: Exception) -> None:
+        self.stats["bad_payloads"] += 1
+        if self._dead_letter is not None:
+            self._dead_letter(bytes(payload), source=topic, error=f"{error} (client {client!r})", device=device or None,
+                              at=self._now_wall)
 
     def _forward(self, forward: tuple[str, bytes, int, bool] | None) -> None:
         if forward is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import struct
 
 import pytest
@@ -125,7 +126,8 @@ async def test_message_acknowledged_only_after_commit(mosquitto, tmp_path):
     assert [v for _, p, v, _ in rec.readings() if p == "temp"] == [2]
 
 
-async def test_malformed_payloads_are_counted_reported_and_the_flow_continues(mosquitto, tmp_path):
+async def test_malformed_payloads_are_counted_reported_dead_lettered_and_the_flow_continues(mosquitto, tmp_path,
+                                                                                          capsys):
     broker = mosquitto()
     async with running_site(tmp_path, site_with(mqtt_entry("local", broker, extra=JSON_SUB))) as host:
         rec = Recorder(host)
@@ -142,11 +144,35 @@ async def test_malformed_payloads_are_counted_reported_and_the_flow_continues(mo
         ingest = host.entry("local").data["ingest"]
         await wait_for(lambda: ingest.counters["malformed"] == 3, 5, what="3 malformed counted")
         events = [e for e in host.events.recent if e.kind == "mqtt.malformed"]
-    assert [v for _, p, v, _ in rec.readings() if p == "temp"] == [1, 2]
+        # The flow goes on after them: a later good message still arrives.
+        await _publish(broker, [("factory/z/e/data", b"\xff\x00 binary"), ("factory/z/d/data", good(3))])
+        await wait_for(lambda: len([r for r in rec.readings() if r[1] == "temp"]) >= 3, 10, what="the third good one")
+        await wait_for(lambda: ingest.counters["malformed"] == 4, 5, what="4 malformed counted")
+        wal = host.services["dataplane"].wal.path
+    assert [v for _, p, v, _ in rec.readings() if p == "temp"] == [1, 2, 3]
     assert len(events) == 3
     assert "not JSON" in events[0].message and events[0].data["topic"] == "factory/z/d/data"
     assert "expected a number" in events[1].message
     assert "no 'temp'" in events[2].message
+    # Each malformed payload is in the dead-letter table, raw, with its topic, entry and error.
+    with sqlite3.connect(wal) as db:
+        rows = db.execute("SELECT kind, sink, source, body, error FROM dead_letters ORDER BY id").fetchall()
+    assert [(k, e, t, bytes(b)) for k, e, t, b, _ in rows] == [
+        ("ingress", "local", "factory/z/d/data", b"{not json"),
+        ("ingress", "local", "factory/z/d/data", json.dumps({"m": {"temp": [1, 2], "hum": 1}, "ts": 5}).encode()),
+        ("ingress", "local", "factory/z/d/data", json.dumps({"m": {"hum": 1}, "ts": 5}).encode()),
+        ("ingress", "local", "factory/z/e/data", b"\xff\x00 binary")]
+    assert "not JSON" in rows[0][4] and "expected a number" in rows[1][4] and "no 'temp'" in rows[2][4]
+    # ... and `sitegate dlq list` shows them as ingress dead letters.
+    from sitegate.cli import main
+    capsys.readouterr()
+    assert main(["dlq", "list", "--db", str(wal)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" ingress ") == 4 and "factory/z/e/data" in out and "4 dead letter(s): 0 sink, 4 ingress" in out
+    assert main(["dlq", "list", "--db", str(wal), "--json", "--kind", "ingress"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(d["kind"], d["entry"], d["source"]) for d in listed] == [("ingress", "local", "factory/z/d/data")] * 3 + \
+        [("ingress", "local", "factory/z/e/data")]
 
 
 async def test_other_sitegates_batches_keep_device_seq_and_repeats_are_dropped(mosquitto, tmp_path):

@@ -1,10 +1,13 @@
 """`sitegate dlq list|show|replay|purge`: the dead-letter table of a site's WAL.
 
-A sink that rejects a reading permanently (SinkError(permanent=True)) leaves
-it here (dataplane/delivery.py). Replaying puts it back in the WAL for that
-sink with its original sequence number, so its msgId is unchanged. Works while
-the site runs (SQLite allows the second writer; the gateway picks replays up
-within a few seconds).
+Two kinds of dead letters. `sink`: a sink rejected readings permanently
+(SinkError(permanent=True), dataplane/delivery.py); replaying puts them back in
+the WAL for that sink with their original sequence numbers, so their msgIds are
+unchanged. `ingress`: an adapter received a message it could not decode
+(EntryContext.dead_letter); the raw payload is kept with its topic and error,
+`show` prints it, and it cannot be replayed (there are no readings to replay).
+Works while the site runs (SQLite allows the second writer; the gateway picks
+replays up within a few seconds).
 """
 
 from __future__ import annotations
@@ -17,27 +20,32 @@ from pathlib import Path
 
 from ..errors import SitegateError
 
-_WHERE_HELP = "dead letters to act on: ids (see `dlq list`), or --all / --sink"
+_WHERE_HELP = "dead letters to act on: ids (see `dlq list`), or --all / --sink / --kind"
+KINDS = ("sink", "ingress")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dlq", help="dead letters: readings a sink rejected permanently (list, show, replay, purge)")
+    p = sub.add_parser("dlq", help="dead letters: readings a sink rejected permanently, payloads an adapter could "
+                                   "not decode (list, show, replay, purge)")
     verbs = p.add_subparsers(dest="dlq_verb", metavar="VERB")
 
     def common(v: argparse.ArgumentParser) -> None:
         v.add_argument("site", type=Path, nargs="?", help="the site file (its state folder holds the WAL)")
         v.add_argument("--db", type=Path, help="the WAL file itself (default: <state folder>/site.sqlite)")
-        v.add_argument("--sink", help="only dead letters of this sink entry")
+        v.add_argument("--sink", "--entry", dest="sink",
+                       help="only dead letters of this entry (the sink, or the adapter of ingress ones)")
+        v.add_argument("--kind", choices=KINDS, help="only sink dead letters or only ingress ones")
 
-    v = verbs.add_parser("list", help="one line per dead letter: id, sink, device, seq, readings, when, error")
+    v = verbs.add_parser("list", help="one line per dead letter: id, kind, entry, device or topic, seq, readings, "
+                                      "when, error")
     common(v)
     v.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     v.set_defaults(func=cmd_list)
-    v = verbs.add_parser("show", help="every reading of one dead letter, with its msgId")
+    v = verbs.add_parser("show", help="every reading of one dead letter, with its msgId (ingress: its payload)")
     common(v)
     v.add_argument("id", type=int)
     v.set_defaults(func=cmd_show)
-    for name, fn, text in (("replay", cmd_replay, "send dead letters to their sink again (same msgIds)"),
+    for name, fn, text in (("replay", cmd_replay, "send sink dead letters to their sink again (same msgIds)"),
                            ("purge", cmd_purge, "delete dead letters for good")):
         v = verbs.add_parser(name, help=text)
         common(v)
@@ -75,24 +83,29 @@ def _db(args: argparse.Namespace) -> tuple[sqlite3.Connection, str]:
         raise SitegateError("give the site file (or --db PATH of the WAL)")
     if not path.is_file():
         raise SitegateError(f"{path}: no WAL here (has the site run yet?)")
+    from ..dataplane.wal import migrate
     conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
     try:
         conn.execute("SELECT 1 FROM dead_letters LIMIT 1")
+        migrate(conn)          # a file written before ingress dead letters existed
     except sqlite3.Error as exc:
         raise SitegateError(f"{path}: not a sitegate WAL ({exc})") from None
     return conn, site_name
 
 
-def _selection(args: argparse.Namespace) -> tuple[str, list]:
+def _selection(args: argparse.Namespace, *, require: bool = True) -> tuple[str, list]:
     clauses, params = [], []
     if getattr(args, "ids", None):
         clauses.append(f"id IN ({','.join('?' * len(args.ids))})")
         params.extend(args.ids)
-    elif not getattr(args, "all", False) and not args.sink:
-        raise SitegateError("say which dead letters: ids, --all, or --sink SINK")
+    elif require and not getattr(args, "all", False) and not args.sink and not args.kind:
+        raise SitegateError("say which dead letters: ids, --all, --sink ENTRY or --kind KIND")
     if args.sink:
         clauses.append("sink=?")
         params.append(args.sink)
+    if args.kind:
+        clauses.append("kind=?")
+        params.append(args.kind)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -100,22 +113,32 @@ def _selection(args: argparse.Namespace) -> tuple[str, list]:
 def cmd_list(args: argparse.Namespace) -> int:
     from ..dataplane.wal import PRIORITY_NAMES
     conn, _ = _db(args)
-    where, params = ("WHERE sink=?", [args.sink]) if args.sink else ("", [])
-    rows = conn.execute(f"SELECT id, sink, prio, device, seq, n, failed_at, error FROM dead_letters {where} "
-                        "ORDER BY id", params).fetchall()
+    where, params = _selection(args, require=False)
+    rows = conn.execute(f"SELECT id, kind, sink, prio, device, seq, n, failed_at, error, source, length(body) "
+                        f"FROM dead_letters{where} ORDER BY id", params).fetchall()
     if args.json:
         for r in rows:
-            print(json.dumps({"id": r[0], "sink": r[1], "priority": PRIORITY_NAMES[r[2]], "device": r[3],
-                              "seq": r[4], "readings": r[5], "failed_at": r[6], "error": r[7]}))
+            if r[1] == "ingress":
+                print(json.dumps({"id": r[0], "kind": "ingress", "entry": r[2], "source": r[9], "device": r[4] or None,
+                                  "bytes": r[10], "failed_at": r[7], "error": r[8]}))
+            else:
+                print(json.dumps({"id": r[0], "kind": r[1], "sink": r[2], "entry": r[2],
+                                  "priority": PRIORITY_NAMES[r[3]], "device": r[4], "seq": r[5], "readings": r[6],
+                                  "failed_at": r[7], "error": r[8]}))
         return 0
     if not rows:
         print("no dead letters")
         return 0
-    print(f"{'id':>6}  {'sink':<12} {'device':<20} {'seq':>8} {'n':>4}  {'failed at (UTC)':<19}  error")
+    print(f"{'id':>6}  {'kind':<7} {'entry':<12} {'device / topic':<24} {'seq':>8} {'n':>4}  "
+          f"{'failed at (UTC)':<19}  error")
     for r in rows:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r[6]))
-        print(f"{r[0]:>6}  {r[1]:<12} {r[3]:<20} {r[4]:>8} {r[5]:>4}  {when:<19}  {r[7]}")
-    print(f"{len(rows)} dead letter(s)")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r[7]))
+        if r[1] == "ingress":
+            print(f"{r[0]:>6}  {'ingress':<7} {r[2]:<12} {r[9]:<24} {'-':>8} {'-':>4}  {when:<19}  {r[8]}")
+        else:
+            print(f"{r[0]:>6}  {r[1]:<7} {r[2]:<12} {r[4]:<24} {r[5]:>8} {r[6]:>4}  {when:<19}  {r[8]}")
+    kinds = {k: sum(1 for r in rows if r[1] == k) for k in KINDS}
+    print(f"{len(rows)} dead letter(s): {kinds['sink']} sink, {kinds['ingress']} ingress")
     return 0
 
 
@@ -124,10 +147,20 @@ def cmd_show(args: argparse.Namespace) -> int:
     from ..dataplane.wal import PRIORITY_NAMES, batch_of
     from ..model import message_id
     conn, site = _db(args)
-    row = conn.execute("SELECT id, sink, prio, device, seq, n, failed_at, error, body FROM dead_letters WHERE id=?",
-                       (args.id,)).fetchone()
+    row = conn.execute("SELECT id, sink, prio, device, seq, n, failed_at, error, body, kind, source "
+                       "FROM dead_letters WHERE id=?", (args.id,)).fetchone()
     if row is None:
         raise SitegateError(f"no dead letter with id {args.id}")
+    if row[9] == "ingress":
+        payload = bytes(row[8])
+        try:
+            text: str | None = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        print(json.dumps({"id": row[0], "kind": "ingress", "entry": row[1], "source": row[10],
+                          "device": row[3] or None, "error": row[7], "failed_at": row[6], "bytes": len(payload),
+                          "payload_text": text, "payload_hex": payload.hex()}, indent=2))
+        return 0
     b = batch_of(row[3], row[4], row[8])
     out = {"id": row[0], "sink": row[1], "priority": PRIORITY_NAMES[row[2]], "device": row[3], "error": row[7],
            "failed_at": row[6],
@@ -141,6 +174,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     conn, _ = _db(args)
     where, params = _selection(args)
+    if args.kind == "ingress" or (args.ids and conn.execute(
+            f"SELECT count(*) FROM dead_letters{where} AND kind='ingress'", params).fetchone()[0]):
+        raise SitegateError("ingress dead letters cannot be replayed: they are payloads that did not decode, "
+                            "there are no readings to send. See one with `dlq show ID` (its payload), fix the "
+                            "adapter's payload mapping or the device, then `dlq purge` them")
+    ingress = conn.execute(f"SELECT count(*) FROM dead_letters{where}{' AND' if where else ' WHERE'} "
+                           "kind='ingress'", params).fetchone()[0]
+    where += (" AND" if where else " WHERE") + " kind='sink'"
     conn.execute("BEGIN IMMEDIATE")
     rows = conn.execute(f"SELECT id, sink, prio, device, seq, n, body FROM dead_letters{where} ORDER BY id",
                         params).fetchall()
@@ -150,7 +191,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                      [(r[2], r[3], r[4], r[5], f",{r[1]},", now, len(r[6]), r[6]) for r in rows])
     conn.executemany("DELETE FROM dead_letters WHERE id=?", [(r[0],) for r in rows])
     conn.execute("COMMIT")
-    print(f"replayed {len(rows)} dead letter(s) ({sum(r[5] for r in rows)} readings)")
+    print(f"replayed {len(rows)} dead letter(s) ({sum(r[5] for r in rows)} readings)"
+          + (f"; {ingress} ingress dead letter(s) left as they are (they cannot be replayed)" if ingress else ""))
     return 0
 
 

@@ -10,6 +10,7 @@ before the WAL is there.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ from .privacy import PrivacyGuard
 from .retention import Retention, read_drops
 from .routes import RouteTable, compile_route
 from .stage import RouteStage
-from .wal import CRITICAL, LOW, NORMAL, WalClosed, WriteAheadLog
+from .wal import CRITICAL, LOW, NORMAL, WalClosed, WriteAheadLog, store_ingress_dead_letters
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..host import SiteHost
@@ -43,6 +44,12 @@ class DataPlane:
     idle_poll = 5.0          # longest a delivery sleeps without looking at the WAL
     deliver_timeout = 60.0   # a deliver call taking longer is cancelled and retried
     flush_every = 1.0
+    # Ingress dead letters (payloads an adapter could not decode, EntryContext.dead_letter): every one
+    # is stored, but the table keeps at most this many of them and at most this share of the storage
+    # budget in payload bytes, the oldest going first; a payload is stored up to ingress_payload_max.
+    ingress_dead_letters_max = 10_000
+    ingress_dead_letters_budget_share = 0.05
+    ingress_payload_max = 64 * 1024
 
     def __init__(self, host: "SiteHost"):
         self.host = host
@@ -57,6 +64,14 @@ class DataPlane:
         self.table = RouteTable([], host.devices.point)
         self.stage = RouteStage(self.table, self.wal, host.pipeline, self.emit)
         self.drops: dict[str, int] = {}              # "<prio>/<reason>" -> readings dropped, this run
+        # Ingress dead letters wait here (appended on the trio thread) until the WAL's writer takes
+        # them all in one op: one insert per group commit however many arrive, nothing blocks.
+        self._dl_lock = threading.Lock()
+        self._dl_rows: list[tuple] = []
+        self._dl_queued = False
+        self._dl_totals = [-1, 0]                    # ingress rows and payload bytes (writer thread)
+        self.ingress_dead_letters = {"stored": 0, "removed_by_cap": 0, "lost": 0, "write_failures": 0}
+        self._dl_warned = 0.0
         self._configure(site)
 
     def emit(self, event: Event) -> None:
@@ -264,6 +279,67 @@ class DataPlane:
                             message="only critical readings are stored and they exceed the disk budget; "
                                     "they are kept", data={"bytes": report["bytes"]}))
 
+    # --- ingress dead letters ----------------------------------------------------------------
+    def dead_letter_ingress(self, entry_id: str, payload: bytes, *, source: str, error: str,
+                            device: str | None = None, at: float | None = None) -> None:
+        """Store a received payload that could not be decoded (see EntryContext.dead_letter); never blocks."""
+        payload = bytes(payload)
+        if len(payload) > self.ingress_payload_max:
+            error = f"{error} (payload cut to its first {self.ingress_payload_max} of {len(payload)} bytes)"
+            payload = payload[:self.ingress_payload_max]
+        row = (entry_id, device or "", str(error), time.time() if at is None else float(at), payload, str(source))
+        with self._dl_lock:
+            self._dl_rows.append(row)
+            queued, self._dl_queued = self._dl_queued, True
+        if queued:
+            return
+        try:
+            self.wal.call_nowait(self._store_dead_letters, done=self._dead_letters_stored)
+        except WalClosed:
+            with self._dl_lock:
+                lost, self._dl_rows, self._dl_queued = len(self._dl_rows), [], False
+            self.ingress_dead_letters["lost"] += lost
+            log.warning("%d ingress dead letter(s) not stored: the WAL is closed", lost)
+
+    async def flush_dead_letters(self) -> None:
+        """Return once the ingress dead letters handed over so far are committed (the WAL writes in order)."""
+        try:
+            await self.wal.call(lambda conn: None)
+        except WalClosed:
+            pass
+
+    def _store_dead_letters(self, conn) -> tuple[int, int]:
+        # In the WAL's writer thread, inside the group's transaction.
+        with self._dl_lock:
+            rows, self._dl_rows, self._dl_queued = self._dl_rows, [], False
+        if not rows:
+            return 0, 0
+        max_bytes = max(1 << 20, int(self.retention.budget * self.ingress_dead_letters_budget_share))
+        try:
+            removed = store_ingress_dead_letters(conn, rows, self._dl_totals, max_rows=self.ingress_dead_letters_max,
+                                                 max_bytes=max_bytes)
+        except BaseException:
+            self._dl_totals[:] = [-1, 0]
+            raise
+        return len(rows), removed
+
+    def _dead_letters_stored(self, op) -> None:
+        if op.error is not None:
+            self._dl_totals[:] = [-1, 0]
+            self.ingress_dead_letters["write_failures"] += 1
+            log.error("ingress dead letters not stored: %s", op.error)
+            return
+        stored, removed = op.result
+        counts = self.ingress_dead_letters
+        counts["stored"] += stored
+        counts["removed_by_cap"] += removed
+        now = time.monotonic()
+        if removed and now - self._dl_warned > 60.0:
+            self._dl_warned = now
+            log.warning("ingress dead letters: the table is at its cap (%d rows, %.0f %% of the storage budget); "
+                        "the oldest are removed (%d so far this run)", self.ingress_dead_letters_max,
+                        100 * self.ingress_dead_letters_budget_share, counts["removed_by_cap"])
+
     # --- questions ----------------------------------------------------------------------
     async def drop_counts(self) -> dict[str, dict[str, int]]:
         """Every drop recorded in the file (all runs), by "<priority>/<reason>"."""
@@ -286,6 +362,7 @@ class DataPlane:
                            for i, p in enumerate(("critical", "normal", "low"))},
                 "committed_readings": self.wal.committed_readings, "unrouted": self.table.unrouted,
                 "drops": dict(self.drops), "privacy_withheld": self.privacy.withheld,
+                "ingress_dead_letters": dict(self.ingress_dead_letters),
                 "sinks": {k: {**d.describe(), "backlog": self.sink_status()[k]["backlog"]}
                           for k, d in self.deliveries.items()}}
 

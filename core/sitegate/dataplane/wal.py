@@ -59,8 +59,63 @@ CREATE TABLE IF NOT EXISTS dead_letters(
     n INTEGER NOT NULL,
     error TEXT NOT NULL,
     failed_at REAL NOT NULL,
-    body BLOB NOT NULL);
+    body BLOB NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'sink',
+    source TEXT NOT NULL DEFAULT '');
 """
+
+# Dead letters are of two kinds. `sink`: readings a sink rejected permanently (delivery.py);
+# `sink` is that sink, `body` the readings (encode_body), replayable. `ingress`: a message an
+# adapter received and could not decode (EntryContext.dead_letter); `sink` is the adapter's
+# entry, `source` where it came from (an MQTT topic), `device` the device if known, `body`
+# the raw payload, `n` 0. Files made before `kind` existed are migrated when opened.
+DEAD_LETTER_COLUMNS = {"kind": "TEXT NOT NULL DEFAULT 'sink'", "source": "TEXT NOT NULL DEFAULT ''"}
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring an older file's tables up to SCHEMA (columns added since); idempotent."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(dead_letters)")}
+    for name, decl in DEAD_LETTER_COLUMNS.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE dead_letters ADD COLUMN {name} {decl}")
+    conn.execute("CREATE INDEX IF NOT EXISTS dead_letters_kind ON dead_letters(kind, id)")
+
+
+def store_ingress_dead_letters(conn: sqlite3.Connection, rows: list[tuple], totals: list[int], *,
+                               max_rows: int, max_bytes: int) -> int:
+    """Insert ingress dead letters (entry, device, error, failed_at, payload, source), then delete the
+    oldest ingress ones beyond `max_rows` rows or `max_bytes` of payloads; returns how many went.
+
+    `totals` is [rows, bytes] of the ingress dead letters, kept by the caller between calls
+    (start with [-1, 0]); it is counted again before anything is deleted (`dlq purge` may
+    have removed some meanwhile)."""
+    conn.executemany("INSERT INTO dead_letters(kind, sink, prio, device, seq, n, error, failed_at, body, source) "
+                     "VALUES ('ingress', ?, 1, ?, 0, 0, ?, ?, ?, ?)", rows)
+
+    def recount() -> None:
+        totals[:] = conn.execute("SELECT count(*), coalesce(sum(length(body)), 0) FROM dead_letters "
+                                 "WHERE kind='ingress'").fetchone()
+
+    if totals[0] < 0:
+        recount()
+    else:
+        totals[0] += len(rows)
+        totals[1] += sum(len(r[4]) for r in rows)
+    if totals[0] <= max_rows and totals[1] <= max_bytes:
+        return 0
+    recount()
+    cut, removed = None, 0
+    count, size = totals
+    if count > max_rows or size > max_bytes:
+        for rid, length in conn.execute("SELECT id, length(body) FROM dead_letters WHERE kind='ingress' "
+                                        "ORDER BY id"):
+            if count <= max_rows and size <= max_bytes:
+                break
+            cut, count, size, removed = rid, count - 1, size - length, removed + 1
+    if cut is not None:
+        conn.execute("DELETE FROM dead_letters WHERE kind='ingress' AND id<=?", (cut,))
+        totals[:] = [count, size]
+    return removed
 
 
 # --- record bodies: the batch's columns, packed once at append --------------------------
@@ -115,6 +170,7 @@ def connect(path: Path | str, synchronous: str = "NORMAL", *, timeout: float = 3
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.executescript(SCHEMA)
+    migrate(conn)
     return conn
 
 
