@@ -8,10 +8,16 @@ The convention (docs/architecture.md, "Docs that run"), on a fenced block's info
   waits for the text, runs the rest of the doc beside it, then stops it with SIGTERM (exit 0);
 - ```` ```python run ```` runs the block with this Python;
 - ```` ```json ws ```` holds WebSocket API exchanges (``→`` sent, ``←`` answered), which
-  tests/docs/test_websocket_api_examples.py sends to a real site and checks (docs/websocket-api.md).
+  tests/docs/test_websocket_api_examples.py sends to a real site and checks (docs/websocket-api.md);
+- ```` ```sh tested="tests/FILE.py::test_name" ```` is a command a test of its own runs (one that
+  cannot run here as written, such as ``make run``: make dies of the SIGTERM that stops the site);
+  that test must exist and name every word of the block.
 The scratch folder has ``plugins`` and ``examples`` linked from the repository and a ``registry``
 made as ``make registry`` makes it (so a reader's "from the repository folder" holds), and
-``sitegate`` first on PATH. Site files written
+``sitegate`` first on PATH. ``examples/demo`` is a copy, so a doc that runs the demo in place keeps
+its state (``examples/demo/.sitegate``) in the scratch folder, and the copy listens on free ports
+(tests run beside a demo on 8765): its WebSocket API URL is in ``SITEGATE_URL``, which a client
+in the docs reads, defaulting to the demo's ``ws://127.0.0.1:8765/api/websocket``. Site files written
 from titled blocks get free ports (``api``/``observability`` ``port: 0``) unless they set them.
 """
 
@@ -20,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +43,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
 LINKED = ("plugins", "examples")
+COPIED = ("examples/demo",)   # run in place by docs: their state folder must not be the repository's
 
 
 @attrs.frozen
@@ -56,8 +64,8 @@ class Block:
 
     @property
     def executed_elsewhere(self) -> bool:
-        """```json ws blocks: run by tests/docs/test_websocket_api_examples.py."""
-        return "ws" in self.options
+        """```json ws blocks (run by tests/docs/test_websocket_api_examples.py) and tested= blocks."""
+        return "ws" in self.options or "tested" in self.options
 
 
 def blocks(doc: Path) -> list[Block]:
@@ -122,15 +130,41 @@ class Background:
 def scratch(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     for name in LINKED:
-        (tmp_path / name).symlink_to(REPO / name)
+        copied = [c for c in COPIED if c.startswith(f"{name}/")]
+        if not copied:
+            (tmp_path / name).symlink_to(REPO / name)
+            continue
+        (tmp_path / name).mkdir()
+        for child in sorted((REPO / name).iterdir()):
+            if f"{name}/{child.name}" in copied:
+                shutil.copytree(child, tmp_path / name / child.name,
+                                ignore=shutil.ignore_patterns(".sitegate", "__pycache__"))
+            else:
+                (tmp_path / name / child.name).symlink_to(child)
+    env_extra = demo_on_free_ports(tmp_path / "examples" / "demo" / "site.yaml")
     # A registry of its own, signed like `make registry` does: never stale, and the repository's untouched.
     import io
     from sitegate.registry.devpublish import devpublish
     problems = devpublish(REPO / "plugins", tmp_path / "registry", out=io.StringIO())
     assert not problems, problems
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               PYTHONUNBUFFERED="1", SITEGATE_REPO=str(REPO))
+               PYTHONUNBUFFERED="1", SITEGATE_REPO=str(REPO), **env_extra)
     return tmp_path, env
+
+
+def demo_on_free_ports(site: Path) -> dict[str, str]:
+    """The copied demo's fixed API port becomes a free one (and its metrics port 0); returns SITEGATE_URL."""
+    import socket
+    text = site.read_text()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert text.count("port: 8765") == 1, f"{site}: expected the demo's `api: port: 8765`"
+    text = text.replace("port: 8765", f"port: {port}")
+    if "\nobservability:" not in text:
+        text += "\nobservability: {port: 0}\n"
+    site.write_text(text)
+    return {"SITEGATE_URL": f"ws://127.0.0.1:{port}/api/websocket"}
 
 
 def write_titled(block: Block, folder: Path) -> None:
@@ -180,7 +214,7 @@ def test_doc_runs_as_written(doc, tmp_path):
 
 
 def test_info_strings_follow_the_convention():
-    known = {"run", "title", "until", "expect", "timeout", "ws"}
+    known = {"run", "title", "until", "expect", "timeout", "ws", "tested"}
     modes = {"", "fails", "background"}
     problems = []
     for doc in sorted(DOCS.glob("*.md")):
@@ -192,9 +226,34 @@ def test_info_strings_follow_the_convention():
                 problems.append(f"{b.where}: run=background needs until=\"text it prints when ready\"")
             if "run" in b.options and b.lang not in ("sh", "python"):
                 problems.append(f"{b.where}: only sh and python blocks can run, got {b.lang!r}")
+            if "tested" in b.options:
+                problems += problems_of_tested_block(b)
             if "ws" in b.options and (b.lang != "json" or doc.name != "websocket-api.md" or len(b.options) > 1):
                 problems.append(f"{b.where}: `ws` marks the ```json ws exchanges of websocket-api.md only")
     assert not problems, "\n".join(problems)
+
+
+def problems_of_tested_block(block: Block) -> list[str]:
+    """A ```sh tested="FILE::NAME" block: the test exists and its source names every word of the block."""
+    path, _, name = block.options["tested"].partition("::")
+    source = (REPO / path).read_text() if path and (REPO / path).is_file() else ""
+    found = re.search(rf"^(async )?def {re.escape(name)}\(.*?(?=^\S|\Z)", source, re.M | re.S) if name else None
+    if found is None:
+        return [f"{block.where}: tested={block.options['tested']!r}: no such test"]
+    source = found.group(0)
+    if "run" in block.options:
+        return [f"{block.where}: a block is either run here or tested elsewhere"]
+    words = [w for line in block.body.splitlines() for w in line.split("#")[0].split()]
+    missing = [w for w in words if not re.search(rf"(?<![\w.-]){re.escape(w)}(?![\w.-])", source)]
+    return [f"{block.where}: {path}::{name} does not run {' '.join(missing)}"] if missing else []
+
+
+def test_a_tested_block_must_name_a_test_that_runs_its_words():
+    demo = "tests/examples/test_demo.py::test_make_run_starts_the_demo_site"
+    assert problems_of_tested_block(Block("d.md", 1, "sh", {"tested": demo}, "make run   # the demo\n")) == []
+    assert problems_of_tested_block(Block("d.md", 1, "sh", {"tested": demo}, "make test\n")) == [
+        f"d.md:1: {demo} does not run test"]
+    assert "no such test" in problems_of_tested_block(Block("d.md", 1, "sh", {"tested": demo + "_not"}, "make run\n"))[0]
 
 
 def test_the_convention_catches_a_failing_block(tmp_path):
