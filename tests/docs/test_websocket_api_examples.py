@@ -2,7 +2,7 @@
 
 The examples are one admin session, numbered in the order they run: each ``→`` message is sent
 as written, on one connection, in id order, and the actual answer must match the ``←`` lines: the
-same ``type`` and ``success``, the same error ``code`` when it fails, and every key shown in the
+same ``type`` and ``success``, the same error ``code`` and message when it fails, and every key shown in the
 example's result (or event) present in the real one with a value of the same JSON type (values
 such as timestamps differ). A ``←`` event line waits for an event of the same kind on that
 subscription.
@@ -89,7 +89,9 @@ def answer_problems(expected: dict, actual: dict, where: str) -> list[str]:
         if expected["error"]["code"] != actual["error"]["code"]:
             return [f"{where}: error code {actual['error']['code']!r} ({actual['error']['message']}), "
                     f"expected {expected['error']['code']!r}"]
-        return shape_problems(expected["error"], actual["error"], f"{where}: error")
+        if expected["error"]["message"] != actual["error"]["message"]:   # messages are for people: exact
+            return [f"{where}: error message {actual['error']['message']!r}, expected {expected['error']['message']!r}"]
+        return []
     if expected["type"] == "result":
         return shape_problems(expected["result"], actual["result"], f"{where}: result")
     return shape_problems(expected, actual, where)
