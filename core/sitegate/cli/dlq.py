@@ -94,6 +94,9 @@ def _db(args: argparse.Namespace) -> tuple[sqlite3.Connection, str]:
 
 
 def _selection(args: argparse.Namespace, *, require: bool = True) -> tuple[str, list]:
+    if args.db and args.site is not None and str(args.site).isdigit() and hasattr(args, "ids"):
+        args.ids = [int(str(args.site)), *args.ids]      # `--db FILE 3 4`: the first id is no site file
+        args.site = None
     clauses, params = [], []
     if getattr(args, "ids", None):
         clauses.append(f"id IN ({','.join('?' * len(args.ids))})")

@@ -1,0 +1,141 @@
+"""Ingress dead letters: payloads an adapter could not decode, kept raw in the WAL's dead-letter table.
+
+entry.dead_letter stores every one (batched through the WAL's writer, nothing blocks),
+within a cap; `sitegate dlq` lists, shows and purges them beside sink dead letters and
+refuses to replay them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from sitegate.cli import main
+from sitegate.dataplane.wal import connect
+from sitegate.testing import running_site
+from tests.dataplane.dp_helpers import FIXTURES
+
+SITE = """
+site: t
+entries:
+  - {id: src, domain: acklog, config: {ack_path: ACK, limit: 1}}
+"""
+
+
+def _site(tmp_path) -> str:
+    return SITE.replace("ACK", str(tmp_path / "ack"))
+
+
+def _rows(path) -> list[tuple]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT kind, sink, source, device, error, failed_at, body FROM dead_letters "
+                          "ORDER BY id").fetchall()
+
+
+async def test_every_dead_letter_is_stored_in_one_write_and_committed_before_what_follows(tmp_path):
+    async with running_site(tmp_path, _site(tmp_path), plugin_dirs=[FIXTURES]) as host:
+        entry = host.entry("src")
+        plane = host.services["dataplane"]
+        groups = plane.wal.committed_groups
+        for i in range(500):
+            entry.dead_letter(b"\x00bad" + bytes([i % 256]), source=f"dev/{i}", error=ValueError(f"bad {i}"),
+                              device="src.d" if i == 0 else None, at=1000.0 + i)
+        assert plane.ingress_dead_letters["stored"] == 0, "dead_letter returns at once"
+        await entry.dead_letters_committed()
+        assert plane.ingress_dead_letters["stored"] == 500
+        assert plane.wal.committed_groups - groups <= 3, "stored in a few group commits, not one each"
+        path = plane.wal.path
+        assert plane.describe()["ingress_dead_letters"]["stored"] == 500
+    rows = _rows(path)
+    assert len(rows) == 500
+    assert rows[0] == ("ingress", "src", "dev/0", "src.d", "bad 0", 1000.0, b"\x00bad\x00")
+    assert rows[499][2:6] == ("dev/499", "", "bad 499", 1499.0)
+
+
+async def test_the_table_keeps_the_newest_within_its_cap(tmp_path, monkeypatch):
+    from sitegate.dataplane.plane import DataPlane
+
+    monkeypatch.setattr(DataPlane, "ingress_dead_letters_max", 50)
+    monkeypatch.setattr(DataPlane, "ingress_payload_max", 10)
+    async with running_site(tmp_path, _site(tmp_path), plugin_dirs=[FIXTURES]) as host:
+        entry = host.entry("src")
+        plane = host.services["dataplane"]
+        for i in range(120):
+            entry.dead_letter(f"{i:04d}".encode(), source="t", error="bad")
+            if i % 7 == 0:
+                await entry.dead_letters_committed()
+        entry.dead_letter(b"x" * 25, source="big", error="too long")
+        await entry.dead_letters_committed()
+        assert plane.ingress_dead_letters["removed_by_cap"] == 71
+        path = plane.wal.path
+    rows = _rows(path)
+    assert len(rows) == 50
+    assert [bytes(r[6]) for r in rows[:-1]] == [f"{i:04d}".encode() for i in range(71, 120)], "the oldest went"
+    assert bytes(rows[-1][6]) == b"x" * 10 and "cut to its first 10 of 25 bytes" in rows[-1][4]
+
+
+def _old_file(path) -> None:
+    """A WAL made before ingress dead letters: dead_letters without kind/source, one sink dead letter."""
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE dead_letters(id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL, prio INTEGER NOT NULL,
+            device TEXT NOT NULL, seq INTEGER NOT NULL, n INTEGER NOT NULL, error TEXT NOT NULL,
+            failed_at REAL NOT NULL, body BLOB NOT NULL);
+        CREATE TABLE wal_records(id INTEGER PRIMARY KEY AUTOINCREMENT, prio INTEGER NOT NULL, device TEXT NOT NULL,
+            seq INTEGER NOT NULL, n INTEGER NOT NULL, targets TEXT NOT NULL, created REAL NOT NULL,
+            size INTEGER NOT NULL, body BLOB NOT NULL);
+    """)
+    from sitegate.dataplane.wal import encode_body
+    db.execute("INSERT INTO dead_letters(sink, prio, device, seq, n, error, failed_at, body) "
+               "VALUES ('out', 0, 'dev', 7, 1, 'refused', 1.0, ?)", (encode_body(["p"], [1.5], [1.0], None, "s"),))
+    db.commit()
+    db.close()
+
+
+def test_older_files_are_migrated_and_dlq_tells_the_kinds_apart(tmp_path, capsys):
+    path = tmp_path / "site.sqlite"
+    _old_file(path)
+    conn = connect(path)          # what the site does when it opens the file
+    from sitegate.dataplane.wal import store_ingress_dead_letters
+    conn.execute("BEGIN")
+    store_ingress_dead_letters(conn, [("mq", "", "not JSON: x", 2.0, b"{oops", "plant/a/data")], [-1, 0],
+                               max_rows=10, max_bytes=1000)
+    conn.execute("COMMIT")
+    conn.close()
+    capsys.readouterr()
+    assert main(["dlq", "list", "--db", str(path), "--json"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(d["id"], d["kind"], d["entry"]) for d in listed] == [(1, "sink", "out"), (2, "ingress", "mq")]
+    assert listed[1]["source"] == "plant/a/data" and listed[1]["error"] == "not JSON: x" and listed[1]["bytes"] == 5
+    assert main(["dlq", "list", "--db", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 dead letter(s): 1 sink, 1 ingress" in out and "plant/a/data" in out
+    assert main(["dlq", "show", "--db", str(path), "2"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["payload_text"] == "{oops" and shown["payload_hex"] == b"{oops".hex()
+    # replay: refused for ingress ones, by id or by kind; --all replays the sink ones only
+    assert main(["dlq", "replay", "--db", str(path), "2"]) == 1
+    assert "cannot be replayed" in capsys.readouterr().out
+    assert main(["dlq", "replay", "--db", str(path), "--kind", "ingress"]) == 1
+    capsys.readouterr()
+    assert main(["dlq", "replay", "--db", str(path), "--all"]) == 0
+    assert "replayed 1 dead letter(s) (1 readings); 1 ingress dead letter(s) left" in capsys.readouterr().out
+    assert main(["dlq", "purge", "--db", str(path), "--kind", "ingress"]) == 0
+    assert "purged 1" in capsys.readouterr().out
+    assert main(["dlq", "list", "--db", str(path)]) == 0
+    assert "no dead letters" in capsys.readouterr().out
+
+
+async def test_a_running_site_migrates_an_older_file(tmp_path):
+    site = _site(tmp_path)
+    async with running_site(tmp_path, site, plugin_dirs=[FIXTURES]) as host:
+        path = host.services["dataplane"].wal.path
+    path.unlink()
+    for extra in ("-wal", "-shm"):
+        path.with_name(path.name + extra).unlink(missing_ok=True)
+    _old_file(path)
+    async with running_site(tmp_path, site, plugin_dirs=[FIXTURES]) as host:
+        entry = host.entry("src")
+        entry.dead_letter(b"?", source="x", error="bad")
+        await entry.dead_letters_committed()
+    assert [(r[0], r[1]) for r in _rows(path)] == [("sink", "out"), ("ingress", "src")]
