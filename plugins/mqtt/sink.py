@@ -6,6 +6,7 @@ the readings and retries), it never blocks for the whole outage nor crashes the 
 
 from __future__ import annotations
 
+import collections
 import itertools
 import time
 from typing import Any, Iterator, Sequence
@@ -25,6 +26,12 @@ _WILDCARDS = str.maketrans({"+": "_", "#": "_", "\x00": "_"})
 
 
 class MqttSink:
+    # The data plane may have this many deliver calls in flight (storage.deliveries_in_flight caps it):
+    # concurrent calls publish one after the other, in the order they began, and only their waits
+    # for PUBACKs overlap. Each call has its own Delivery (its own packet ids), so whichever PUBACK
+    # arrives completes the right call, and a lost connection fails every call in flight.
+    concurrent_deliveries = 4
+
     def __init__(self, conn: Connection, site: str, entry_id: str, cfg: PublishConfig,
                  origins: OriginBook | None = None):
         self.conn = conn
@@ -35,6 +42,7 @@ class MqttSink:
         self.template = cfg.topic_template
         self.batch_mode = cfg.mode == "batch"
         self._topics: dict[Any, str] = {}
+        self._turns: collections.deque[trio.Event] = collections.deque()   # calls waiting to publish, in order
         self.counters = {"deliveries": 0, "messages": 0, "readings": 0, "failures": 0}
         self.last_error = ""
         self.last_delivered_at: float | None = None
@@ -77,6 +85,22 @@ class MqttSink:
     async def deliver(self, batches: Sequence[Batch]) -> None:
         if not batches:
             return
+        # Taken before the first checkpoint: calls publish in the order they began.
+        turn = trio.Event()
+        turns = self._turns
+        turns.append(turn)
+        try:
+            if turns[0] is not turn:
+                await turn.wait()
+            delivery = await self._publish(batches)
+        finally:
+            was_first = turns[0] is turn
+            turns.remove(turn)
+            if was_first and turns:
+                turns[0].set()
+        await self._acknowledged(batches, delivery)
+
+    async def _publish(self, batches: Sequence[Batch]):
         messages = self.messages(batches)
         delivery = None
         try:
@@ -92,6 +116,9 @@ class MqttSink:
         except NotConnected as exc:
             self._failed(str(exc))
             raise SinkError(str(exc)) from None
+        return delivery
+
+    async def _acknowledged(self, batches: Sequence[Batch], delivery) -> None:
         if delivery.error is None and delivery.remaining:
             with trio.move_on_after(float(self.cfg.timeout)):
                 await delivery.event.wait()

@@ -204,3 +204,126 @@ async def test_a_deliver_call_that_never_returns_is_cancelled_and_retried(tmp_pa
         hang.unlink()
         await wait_for(lambda: len(sink_lines(tmp_path / "out")) == 12, 5, what="delivered after the hang")
         assert plane.sink_status()["out"]["state"] == "online"
+
+
+class _Pipelined:
+    """Wraps a file sink so the data plane may keep 2 calls in flight: records each call's order of
+    beginning (the file sink writes before its first checkpoint), and can hold one call open after
+    it wrote (as a sink awaiting acknowledgements), or make it fail then."""
+
+    def __init__(self, sink, hold: int):
+        self.sink, self.deliver_inner, self.hold = sink, sink.deliver, hold
+        self.calls = 0
+        self.active = 0
+        self.most = 0
+        self.release = trio.Event()
+        self.fail_held = False
+        self.held_began = trio.Event()
+        self.after_held_done = trio.Event()
+        self.held_first: tuple[str, int] | None = None     # (device, seq) of the held call's first batch
+        sink.concurrent_deliveries = 2
+        sink.deliver = self.deliver
+
+    async def deliver(self, batches):
+        self.calls += 1
+        n = self.calls
+        self.active += 1
+        self.most = max(self.most, self.active)
+        try:
+            await self.deliver_inner(batches)
+            if n == self.hold:
+                self.held_first = (batches[0].device, batches[0].seq)
+                self.held_began.set()
+                await self.release.wait()
+                if self.fail_held:
+                    from sitegate.plugins import SinkError
+                    raise SinkError("acknowledgements lost (test)")
+            elif n == self.hold + 1:
+                self.after_held_done.set()
+        finally:
+            self.active -= 1
+
+
+def _in_order_per_device(lines) -> None:
+    for device in {l["device"] for l in lines}:
+        seqs = [l["seq"] for l in lines if l["device"] == device]
+        assert seqs == sorted(seqs), f"{device} out of order"
+
+
+def _pipeline_site(tmp_path: Path, down: Path) -> str:
+    return f"""
+        site: t
+        entries:
+          - {{id: src, domain: acklog, config: {{ack_path: {tmp_path}/ack, limit: 300, interval: 0}}}}
+          - {{id: out, domain: filesink, config: {{path: {tmp_path}/out, down_flag: {down}}}}}
+        routes:
+          - {{from: ["src.*/*"], to: [out], priority: critical}}
+        storage: {{retry_initial: 10ms, retry_max: 50ms, deliveries_in_flight: 2}}
+        """
+
+
+async def _record_id(plane, device_seq) -> int:
+    row = await plane.wal.call(lambda c: c.execute(
+        "SELECT id FROM wal_records WHERE prio=0 AND device=? AND seq=?", device_seq).fetchone())
+    return row[0]
+
+
+async def _backlog_then_pipeline(tmp_path: Path, host, hold: int) -> tuple:
+    """A backlog builds up behind an outage; then the sink may take 2 calls at once."""
+    plane = host.services["dataplane"]
+    delivery = plane.deliveries["out"]
+    plane.fetch_records = 20           # a backlog of many chunks
+    await wait_for(lambda: len(acked(tmp_path / "ack")) == 1200, 20, what="all produced during the outage")
+    wrapper = _Pipelined(delivery.sink, hold)
+    (tmp_path / "down").unlink()
+    return plane, delivery, wrapper
+
+
+async def test_pipelined_deliveries_keep_order_and_the_cursor_waits_for_an_unfinished_call(tmp_path):
+    down = tmp_path / "down"
+    down.touch()
+    async with running_site(tmp_path, _pipeline_site(tmp_path, down), plugin_dirs=[FIXTURES]) as host:
+        # Call 1 is the retried call after the outage (one at a time); 2 and 3 are pipelined.
+        plane, delivery, wrapper = await _backlog_then_pipeline(tmp_path, host, hold=2)
+        with trio.fail_after(10):
+            await wrapper.after_held_done.wait()
+        await trio.sleep(0.05)
+        # The call after the held one finished, but the cursor does not pass the unfinished one.
+        held_id = await _record_id(plane, wrapper.held_first)
+        assert delivery.cursors[0] < held_id
+        assert wrapper.active == 1 and delivery.in_flight == 1
+        stored = await plane.wal.call(lambda c: c.execute(
+            "SELECT last_id FROM wal_cursors WHERE sink='out' AND prio=0").fetchone())
+        assert stored is None or stored[0] < held_id
+        wrapper.release.set()
+        await wait_for(lambda: acked(tmp_path / "ack") <= _delivered(tmp_path / "out"), 20, what="backlog drained")
+        last = await plane.wal.call(lambda c: c.execute("SELECT max(id) FROM wal_records WHERE prio=0").fetchone())
+        await wait_for(lambda: delivery.cursors[0] == last[0], 10, what="cursor at the end")
+        assert wrapper.most == 2
+    lines = sink_lines(tmp_path / "out")
+    _in_order_per_device(lines)
+    assert len(lines) == len({l["msgId"] for l in lines}) == 1200, "no failure: each reading sent once"
+
+
+async def test_a_failed_pipelined_call_is_resent_in_order_with_the_calls_after_it(tmp_path):
+    down = tmp_path / "down"
+    down.touch()
+    async with running_site(tmp_path, _pipeline_site(tmp_path, down), plugin_dirs=[FIXTURES]) as host:
+        plane, delivery, wrapper = await _backlog_then_pipeline(tmp_path, host, hold=2)
+        with trio.fail_after(10):
+            await wrapper.after_held_done.wait()
+        held_id = await _record_id(plane, wrapper.held_first)
+        assert delivery.cursors[0] < held_id
+        n_before = len(sink_lines(tmp_path / "out"))
+        wrapper.fail_held = True
+        wrapper.release.set()
+        await wait_for(lambda: acked(tmp_path / "ack") <= _delivered(tmp_path / "out"), 20, what="backlog drained")
+        assert delivery.failures == 0 and delivery.state == "online"
+    lines = sink_lines(tmp_path / "out")
+    assert len({l["msgId"] for l in lines}) == 1200
+    # What the failed call and the one after it wrote is written again, from the cursor on, in order.
+    resent = lines[n_before:]
+    _in_order_per_device(resent)
+    first_again = {(l["device"], l["seq"]) for l in lines[:n_before]} & {(l["device"], l["seq"]) for l in resent}
+    assert first_again, "the calls from the failed one on are delivered again"
+    assert held_id <= delivery.cursors[0]

@@ -271,3 +271,29 @@ async def test_concurrent_deliveries_each_complete_on_their_own_pubacks(mosquitt
             assert sink.counters["deliveries"] == 3 and sink.counters["messages"] == 900
             assert host.entry("uplink").data["connection"].describe()["in_flight"] == 0
             await obs.wait_count(900, "s/+")
+
+
+async def test_concurrent_deliveries_publish_in_the_order_they_began(mosquitto, tmp_path):
+    # How the data plane pipelines (deliveries_in_flight): each call begins before the next is
+    # started; a call of 600 messages publishes in three slices with checkpoints between, yet the
+    # slices of the calls must not interleave, or one device's readings would go out of order.
+    broker = mosquitto()
+    with MqttObserver(broker, "s/#") as obs:
+        async with running_site(tmp_path, site_with(mqtt_entry("uplink", broker), site="s")) as host:
+            await loaded(host, "uplink")
+            sink = host.sinks["uplink"]
+            assert sink.concurrent_deliveries > 1
+            began: list[int] = []
+
+            async def call(k: int, task_status=trio.TASK_STATUS_IGNORED) -> None:
+                batches = make_batches("d", 600, per_batch=1, start_seq=600 * k)
+                began.append(k)
+                task_status.started()
+                await sink.deliver(batches)
+
+            async with trio.open_nursery() as nursery:
+                for k in range(3):
+                    await nursery.start(call, k)
+            assert began == [0, 1, 2] and sink.counters["deliveries"] == 3
+            msgs = await obs.wait_count(1800, "s/d")
+    assert [json.loads(m.payload)["seqNo"] for m in msgs] == list(range(1800))

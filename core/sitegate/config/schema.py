@@ -178,6 +178,10 @@ class StorageSettings:
     retry_initial: Duration = attrs.field(default=Duration(0.5), metadata=_doc(
         "First delay before retrying a failed delivery; doubles per failure, with jitter."))
     retry_max: Duration = attrs.field(default=Duration(30.0), metadata=_doc("Longest delay between delivery retries."))
+    deliveries_in_flight: int = attrs.field(default=2, validator=attrs.validators.and_(
+        attrs.validators.instance_of(int), attrs.validators.ge(1), attrs.validators.le(16)), metadata=_doc(
+        "Deliver calls in flight per sink on a backlog (1-16), for sinks that allow concurrent calls "
+        "(MQTT); sent in commit order, the cursor moving only over completed ones. 1: one at a time."))
     privacy: PrivacyPolicy = attrs.field(factory=PrivacyPolicy, metadata=_doc("The privacy guardrail."))
 
 

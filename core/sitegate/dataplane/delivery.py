@@ -4,6 +4,16 @@ One `SinkDelivery` task per attached sink (plane.py starts and stops them).
 Each priority class has its own cursor, so critical readings never wait
 behind a backlog of normal ones; within a class, records go out in commit
 order, hence in order per device. A cursor moves only after `deliver` returned.
+
+Pipelining: on a backlog, a sink that says it may be called concurrently
+(`concurrent_deliveries` > 1, e.g. MQTT: publishing one call's messages and awaiting
+their PUBACKs are separate) gets up to min(that, storage.deliveries_in_flight) calls
+in flight, started in commit order one after the other (the sink sends the messages of
+concurrent calls in the order the calls began). The cursor moves over completed calls
+in order only, never past one still in flight. A pipelined call is tried once: if one
+fails, the window drains and delivery goes on from the cursor one call at a time,
+with the retries, backoff and poison isolation below (a later call that had already
+succeeded is sent again: at least once, as after a crash).
 """
 
 from __future__ import annotations
@@ -14,6 +24,8 @@ import random
 import sqlite3
 import time
 from typing import TYPE_CHECKING, Any, Sequence
+
+import collections
 
 import attrs
 import trio
@@ -30,6 +42,8 @@ log = logging.getLogger(__name__)
 ONLINE, DEGRADED, OFFLINE = "online", "degraded", "offline"
 # Consecutive failed attempts after which a sink counts as offline rather than degraded.
 OFFLINE_AFTER = 3
+# Deliver calls in flight per sink when the site file does not say (storage.deliveries_in_flight).
+DEFAULT_IN_FLIGHT = 2
 
 
 def backoff(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
@@ -60,6 +74,15 @@ def fetch_chunk(conn: sqlite3.Connection, prio: int, after: int, limit: int, nee
     return Chunk(after, len(rows), rows[-1][0], rows[0][5], batches, sum(len(b) for b in batches))
 
 
+@attrs.define(slots=True)
+class _Slot:
+    """One pipelined deliver call: its chunk, and how it ended."""
+
+    chunk: Chunk
+    done: trio.Event = attrs.field(factory=trio.Event)
+    ok: bool = False
+
+
 def load_cursors(conn: sqlite3.Connection, sink: str) -> list[int]:
     cursors = [0, 0, 0]
     for prio, last in conn.execute("SELECT prio, last_id FROM wal_cursors WHERE sink=?", (sink,)):
@@ -87,6 +110,8 @@ class SinkDelivery:
         self.scope = trio.CancelScope()
         self._needle = f",{sink_id},"
         self._prefetched: dict[int, Chunk] = {}
+        self._serial = False              # after a failed pipelined call: one call at a time until one succeeds
+        self.in_flight = 0                # deliver calls under way now
 
     # --- told by the plane -----------------------------------------------------------
     def notify(self, prio_counts: Sequence[int]) -> None:
@@ -142,6 +167,10 @@ class SinkDelivery:
                 if chunk.readings < plane.batch_readings and due > now and not plane.draining:
                     next_due = min(next_due, due)
                     continue
+            window = self.window()
+            if chunk.count == limit and window > 1 and not self._serial:
+                await self._pipeline(conn, prio, chunk, window)
+                return None
             if chunk.batches:
                 if chunk.count == limit:
                     # A backlog: read the next chunk while this one is delivered.
@@ -153,6 +182,69 @@ class SinkDelivery:
             self._advance(prio, chunk.last_id)
             return None
         return next_due
+
+    def window(self) -> int:
+        """Deliver calls this sink may have in flight: the site's limit, and what the sink allows."""
+        try:
+            allowed = int(getattr(self.sink, "concurrent_deliveries", 1) or 1)
+        except (TypeError, ValueError):
+            allowed = 1
+        return max(1, min(allowed, self.plane_window()))
+
+    def plane_window(self) -> int:
+        loaded = getattr(getattr(self.plane, "host", None), "loaded", None)
+        storage = getattr(getattr(loaded, "site", None), "storage", None)
+        return int(getattr(storage, "deliveries_in_flight", DEFAULT_IN_FLIGHT))
+
+    async def _pipeline(self, conn: sqlite3.Connection, prio: int, first: Chunk, window: int) -> None:
+        """Deliver a backlog of full chunks with up to `window` calls in flight (see the module doc)."""
+        limit = self.plane.fetch_records
+        slots: collections.deque[_Slot] = collections.deque()
+        failed = False
+        nxt: Chunk | None = first
+        async with trio.open_nursery() as nursery:
+            while True:
+                # Fill the window, in commit order: each call has begun before the next is started.
+                while (nxt is not None and not failed and len(slots) < window
+                       and (prio == CRITICAL or not self._fresh[CRITICAL])):
+                    chunk, nxt = nxt, None
+                    slot = _Slot(chunk)
+                    slots.append(slot)
+                    batches = self._filtered(chunk.batches)
+                    if batches:
+                        await nursery.start(self._pipelined_call, slot, batches)
+                    else:
+                        slot.ok = True
+                        slot.done.set()
+                    if chunk.count == limit:
+                        nxt = await trio.to_thread.run_sync(fetch_chunk, conn, prio, chunk.last_id, limit,
+                                                            self._needle)
+                        if nxt.count < limit:
+                            # Not a backlog any more: the next pass decides (periods, batching) with it.
+                            self._prefetched[prio] = nxt
+                            nxt = None
+                if not slots:
+                    break
+                slot = slots[0]
+                await slot.done.wait()
+                slots.popleft()
+                if slot.ok and not failed:
+                    self._advance(prio, slot.chunk.last_id)
+                else:
+                    failed = True
+        if failed:
+            self._prefetched.pop(prio, None)
+            self._serial = True
+
+    async def _pipelined_call(self, slot: _Slot, batches: list[Batch],
+                              task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self.in_flight += 1
+        try:
+            error = await self._attempt(batches, task_status.started)
+        finally:
+            self.in_flight -= 1
+        slot.ok = error is None
+        slot.done.set()
 
     async def _prefetch(self, conn: sqlite3.Connection, prio: int, after: int, limit: int) -> None:
         self._prefetched[prio] = await trio.to_thread.run_sync(fetch_chunk, conn, prio, after, limit, self._needle)
@@ -166,15 +258,24 @@ class SinkDelivery:
             (sink, prio, last_id, time.time())))
 
     # --- delivering -------------------------------------------------------------------
-    async def _deliver(self, prio: int, batches: list[Batch]) -> None:
+    def _filtered(self, batches: list[Batch]) -> list[Batch]:
         guard = self.plane.privacy
         if not self.local and guard.active():
             before = guard.withheld
             batches = [part for b in batches for part in guard.filter(b)]
             self.withheld += guard.withheld - before
-            if not batches:
-                return
-        await self._deliver_isolating(prio, batches)
+        return batches
+
+    async def _deliver(self, prio: int, batches: list[Batch]) -> None:
+        batches = self._filtered(batches)
+        if not batches:
+            return
+        self.in_flight += 1
+        try:
+            await self._deliver_isolating(prio, batches)
+        finally:
+            self.in_flight -= 1
+        self._serial = False
 
     async def _deliver_isolating(self, prio: int, batches: list[Batch]) -> None:
         """Deliver; on a permanent rejection, halve until the poison reading is alone, then dead-letter it."""
@@ -197,29 +298,42 @@ class SinkDelivery:
     async def _send(self, batches: list[Batch]) -> SinkError | None:
         """Deliver, retrying transient failures with backoff; the permanent error, or None once delivered."""
         while True:
-            try:
-                # A destination that never answers is a failure to retry, not a hang of this sink.
-                with trio.fail_after(self.plane.deliver_timeout):
-                    await self.sink.deliver(batches)
-            except trio.TooSlowError:
-                error: BaseException = SinkError(f"deliver did not return within {self.plane.deliver_timeout:g} s")
-            except SinkError as exc:
-                if exc.permanent:
-                    self._succeeded()      # the sink answered: it is reachable
-                    return exc
-                error = exc
-            except Exception as exc:  # noqa: BLE001 - a sink bug is retried, logged, and shown in its state
-                error = exc
-                log.warning("sink %s raised %s: %s (treated as transient)", self.sink_id, type(exc).__name__, exc)
-            else:
-                self._succeeded()
-                self.delivered_batches += len(batches)
-                self.delivered_readings += sum(len(b) for b in batches)
-                return None
-            self.failures += 1
-            self.last_error = f"{type(error).__name__}: {error}"
-            self._set_state(OFFLINE if self.failures >= OFFLINE_AFTER else DEGRADED, self.last_error)
+            error = await self._attempt(batches)
+            if error is None or (isinstance(error, SinkError) and error.permanent):
+                return error
             await trio.sleep(backoff(self.failures, self.plane.retry_initial, self.plane.retry_max, self._rng))
+
+    async def _attempt(self, batches: list[Batch], began: Any = None) -> BaseException | None:
+        """One deliver call: None once delivered, else the error (counted in the sink's state).
+
+        `began` is called right before the call, with no checkpoint until the sink's own first
+        one: the pipeline starts the next call only after this one began (the order of sending).
+        """
+        try:
+            # A destination that never answers is a failure to retry, not a hang of this sink.
+            with trio.fail_after(self.plane.deliver_timeout):
+                if began is not None:
+                    began()
+                await self.sink.deliver(batches)
+        except trio.TooSlowError:
+            error: BaseException = SinkError(f"deliver did not return within {self.plane.deliver_timeout:g} s")
+        except SinkError as exc:
+            if exc.permanent:
+                self._succeeded()      # the sink answered: it is reachable
+                return exc
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - a sink bug is retried, logged, and shown in its state
+            error = exc
+            log.warning("sink %s raised %s: %s (treated as transient)", self.sink_id, type(exc).__name__, exc)
+        else:
+            self._succeeded()
+            self.delivered_batches += len(batches)
+            self.delivered_readings += sum(len(b) for b in batches)
+            return None
+        self.failures += 1
+        self.last_error = f"{type(error).__name__}: {error}"
+        self._set_state(OFFLINE if self.failures >= OFFLINE_AFTER else DEGRADED, self.last_error)
+        return error
 
     def _succeeded(self) -> None:
         if self.failures or self.state != ONLINE:
