@@ -145,11 +145,15 @@ def hashes_of(payload: bytes) -> dict[str, str]:
     return {"sha256": hashlib.sha256(payload).hexdigest(), "sha512": hashlib.sha512(payload).hexdigest()}
 
 
-def sign_update(payload: bytes, signing_key: nacl.signing.SigningKey, *, name: str, version: str,
+def sign_update(payload: bytes, signing_key: Any, *, name: str, version: str,
                 release_counter: int, hardware_ids: list[str] | tuple[str, ...], kind: str = "firmware",
                 expires: int | None = None, valid_days: float = 30, min_current_version: str | None = None
                 ) -> UpdateArtifact:
-    """Build and sign the manifest for `payload`."""
+    """Build and sign the manifest for `payload` with the publisher's key: a PyNaCl SigningKey, or the
+    signer `sitegate.registry.keys.load_private_key("acme.key")` returns (the key that publishes it)."""
+    from ..registry.keys import NaclSigner
+    if isinstance(signing_key, NaclSigner):
+        signing_key = signing_key._signing_key
     manifest = UpdateManifest(name, kind, version, int(release_counter), tuple(hardware_ids), len(payload),
                               hashes_of(payload), int(expires if expires is not None else time.time() + valid_days * 86400),
                               min_current_version)
