@@ -127,3 +127,79 @@ def test_sigkill_with_the_history_sink_stores_each_acknowledged_reading_once(tmp
     conn.close()
     # Replays after each kill were ignored by the roll-ups too: every reading counted once.
     assert raw_n == hourly_n == daily_n
+
+
+@pytest.mark.mosquitto
+def test_sigkill_with_pipelined_mqtt_deliveries_in_flight_loses_nothing(tmp_path):
+    """A backlog drains to MQTT with several deliver calls in flight (storage.deliveries_in_flight);
+    SIGKILL mid-drain, again and again: every acknowledged reading reaches the broker, and the
+    first copy of each arrives in order per device."""
+    from sitegate.testing.mosquitto import Mosquitto, MqttObserver
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    try:
+        _pipelined_kill_loop(tmp_path, broker)
+    finally:
+        broker.kill()
+
+
+def _pipelined_kill_loop(tmp_path: Path, broker) -> None:
+    import json
+
+    from sitegate.testing.mosquitto import MqttObserver
+
+    def site(producing: bool) -> Path:
+        return write_site(tmp_path, f"""
+            site: crash
+            entries:
+              - {{id: src, domain: acklog, disabled: {str(not producing).lower()},
+                  config: {{ack_path: {tmp_path}/ack.log, devices: 3, points: [a, b, c], interval: 0}}}}
+              - id: up
+                domain: mqtt
+                config: {{host: 127.0.0.1, port: {broker.port}, client_id: crash-up, status: null,
+                          reconnect_min: 0.05, reconnect_max: 0.2}}
+            routes:
+              - {{from: ["src.*/*"], to: [up], priority: critical}}
+            storage: {{deliveries_in_flight: 4, retry_initial: 20ms, retry_max: 200ms}}
+            """)
+
+    log, ack = tmp_path / "gateway.log", tmp_path / "ack.log"
+    rng = random.Random(11)
+    with MqttObserver(broker, "crash/#", session="crash-observer", timeout=20) as obs:
+        for _ in range(3):
+            # A backlog of thousands of records while the broker is away, then a kill while it drains
+            # (the first call after the outage goes alone, the next ones are pipelined).
+            broker.stop()
+            before = _ack_lines(ack)
+            proc = start_gateway(site(True), log)
+            wait_until(lambda: _ack_lines(ack) >= before + 8000, 30, "a backlog", proc)
+            seen = len(obs.messages)
+            broker.start()
+            wait_until(lambda: len(obs.messages) >= seen + rng.randint(1500, 5000), 30, "delivery under way", proc)
+            kill_gateway(proc)
+        proc = start_gateway(site(False), log)
+        try:
+            want = acked(ack)
+
+            first_at: dict[tuple[str, int], int] = {}     # reading -> index of its first arrival
+
+            def delivered() -> dict:
+                messages = obs.messages
+                for k in range(delivered.seen, len(messages)):
+                    doc = json.loads(messages[k].payload)
+                    for i in range(len(doc["points"])):
+                        first_at.setdefault((doc["deviceId"], doc["seqNo"] + i), k)
+                    delivered.seen = k + 1
+                return first_at
+
+            delivered.seen = 0
+
+            wait_until(lambda: want <= delivered().keys(), 60, "every acknowledged reading at the broker", proc,
+                       poll=0.2)
+        finally:
+            stop_gateway(proc)
+    first = delivered()
+    for device in {d for d, _ in first}:
+        arrivals = sorted((k, s) for (d, s), k in first.items() if d == device)
+        seqs = [s for _, s in arrivals]
+        assert seqs == sorted(seqs), f"{device}: first deliveries out of order"
