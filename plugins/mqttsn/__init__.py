@@ -65,7 +65,7 @@ async def setup_entry(entry) -> None:
                        message=f"MQTT-SN client {client!r} stopped answering (keep-alive or sleep timer ran out)")
 
     gw = Gateway(cfg, deliver, device_prefix=f"{entry.id}.", source=entry.id, on_event=on_event,
-                 clock=entry.clock, dead_letter=entry.dead_letter)
+                 clock=entry.clock, dead_letter=entry.dead_letter, dead_letters_committed=entry.dead_letters_committed)
     entry.data["gateway"] = gw
     try:
         await entry.start(gw.serve, name=f"{entry.id}:gateway")

@@ -156,7 +156,8 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig, deliver: Deliver, *, device_prefix: str = "", source: str = "",
                  on_event: Callable[..., None] | None = None, clock: Callable[[], float] = time.time,
-                 dead_letter: Callable[..., None] | None = None):
+                 dead_letter: Callable[..., None] | None = None,
+                 dead_letters_committed: Callable[[], Awaitable[None]] | None = None):
         self.config = config
         self._deliver = deliver
         self._on_event = on_event or (lambda kind, **data: None)
@@ -165,6 +166,8 @@ class Gateway:
         # A payload that does not decode becomes BAD_DECODE readings and, through `dead_letter`
         # (the entry's), a row of the dead-letter table with its raw bytes.
         self._dead_letter = dead_letter
+        self._dead_letters_committed = dead_letters_committed
+        self._dead_letters_waiting = False      # handed over since the last commit we waited for
         self.mapper = PayloadMapper(config.topics, unmapped=config.unmapped, device_prefix=device_prefix,
                                     source=source, cache_size=max(1024, 4 * config.max_sessions),
                                     on_malformed=self._bad_payload)
@@ -708,6 +711,7 @@ class Gateway:
         if self._dead_letter is not None:
             self._dead_letter(bytes(payload), source=topic, error=f"{error} (client {client!r})", device=device or None,
                               at=self._now_wall)
+            self._dead_letters_waiting = True
 
     def _forward(self, forward: tuple[str, bytes, int, bool] | None) -> None:
         if forward is None:
@@ -787,6 +791,9 @@ class Gateway:
             items = [pending.popleft() for _ in range(n)]
             batches = _merge([it[0] for it in items])
             ok = await self._deliver(batches)
+            if ok and self._dead_letters_waiting and self._dead_letters_committed is not None:
+                self._dead_letters_waiting = False
+                await self._dead_letters_committed()    # acknowledged once their dead letters are stored
             if ok:
                 stats["publishes_delivered"] += n
             for it in items:

@@ -9,28 +9,20 @@ from sitegate.testing import Recorder, running_site, wait_for
 
 from plugins.mqttsn import codec as c
 from plugins.mqttsn.codec import TopicIdType
+from test_mqttsn_entry import gateway_port
 
 
 async def test_undecodable_payloads_are_dead_lettered_raw_and_acknowledged_after(tmp_path, raw_client):
-    site = """
+    rule = '{topic: "hall/{device}/env", format: json, values: {temp: t}}'
+    site = f"""
     site: t
     entries:
-      - id: sensors
-        domain: mqttsn
-        config:
-          host: 127.0.0.1
-          port: 0
-          predefined: {1: "hall/press/env"}
-          topics:
-            - {topic: "hall/{device}/env", format: json, values: {temp: t}}
+      - {{id: sensors, domain: mqttsn,
+         config: {{host: 127.0.0.1, port: 0, predefined: {{1: "hall/press/env"}}, topics: [{rule}]}}}}
     """
     async with running_site(tmp_path, site) as host:
         rec = Recorder(host)
-
-        def bound():
-            gw = host.entry("sensors").data.get("gateway")
-            return gw is not None and gw.address is not None and gw.address[1]
-        port = await wait_for(bound, what="the gateway listening")
+        port = await gateway_port(host)
         cl = await raw_client(port)
         await cl.connect("node1")
         for msg_id, data in ((1, b'{"t": 20.5}'), (2, b"{broken"), (3, b'{"t": 21}')):
@@ -39,7 +31,7 @@ async def test_undecodable_payloads_are_dead_lettered_raw_and_acknowledged_after
             assert (ack.msg_id, ack.return_code) == (msg_id, c.ReturnCode.ACCEPTED)
         await wait_for(lambda: len(rec.readings("sensors.press")) == 3, what="3 readings")
         gw = host.entry("sensors").data["gateway"]
-        assert gw.stats["bad_payloads"] == 1
+        assert gw.stats["bad_payloads"] == 1, gw.stats
         path = host.services["dataplane"].wal.path
         with sqlite3.connect(path) as db:
             rows = db.execute("SELECT kind, sink, source, device, error, body FROM dead_letters").fetchall()
