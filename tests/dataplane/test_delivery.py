@@ -138,10 +138,14 @@ async def test_restricted_points_reach_only_local_sinks_raw(tmp_path):
         await wait_for(lambda: len(sink_lines(tmp_path / "local")) == 180, 10, what="local sink got everything")
         await wait_for(lambda: any(l["point"] == "hr.avg" for l in sink_lines(tmp_path / "cloud")), 10,
                        what="an aggregate of hr at the cloud sink")
+        # Every raw hr and room reading (2 devices x 30 rounds x 2 points) kept from the cloud sink.
+        cloud = host.services["dataplane"].deliveries["cloud"]
+        await wait_for(lambda: cloud.withheld == 120, 10, what="the cloud sink's whole share looked at")
         cloud_points = {l["point"] for l in sink_lines(tmp_path / "cloud")}
         assert "hr" not in cloud_points and "room" not in cloud_points
         assert "temp" in cloud_points and "hr.avg" in cloud_points
-        assert host.services["dataplane"].deliveries["cloud"].withheld == 120
+        await trio.sleep(0.3)
+        assert cloud.withheld == 120
 
 
 async def test_dlq_commands_list_show_replay_and_purge(tmp_path, capsys):

@@ -14,7 +14,8 @@ def config_schema():
 @hookimpl
 async def setup_entry(entry):
     async def block():
-        await trio.sleep(0.05)
-        time.sleep(entry.config.block_for)   # the mistake the watchdog must name
-        await trio.sleep_forever()
+        while True:   # again and again, so a test that starts listening late still sees one
+            await trio.sleep(0.05)
+            time.sleep(entry.config.block_for)   # the mistake the watchdog must name
+            await trio.sleep(0.5)
     entry.start_task(block, name="blocking-task")
