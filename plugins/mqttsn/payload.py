@@ -59,30 +59,56 @@ class PayloadMapper:
         self.device_prefix = device_prefix
         self.source = source
         self.on_malformed = on_malformed
+        self.cache_size = cache_size
+        self._targets: dict[tuple[str, str], tuple[Mapper, str, str] | MalformedPayload | None] = {}
         self.table = MapperTable([(r.filter, Mapper(r, entry=source, cache_size=cache_size)) for r in self.rules],
                                  cache_size=cache_size)
         self._auto = Mapper(TopicRule("#", "number", "{client}", "{topic}"), entry=source, cache_size=cache_size)
         self._auto_text = Mapper(TopicRule("#", "text", "{client}", "{topic}"), entry=source, cache_size=cache_size)
 
+    def target(self, topic: str, client: str) -> tuple[Mapper, str, str] | MalformedPayload | None:
+        """(mapper, device, point) for a topic published by `client`, or the reason it names none;
+        None: dropped. Cached per (topic, client), bounded."""
+        key = (topic, client)
+        try:
+            return self._targets[key]
+        except KeyError:
+            pass
+        mapper = self.table.lookup(topic)
+        if mapper is None and self.unmapped == "auto":
+            mapper = self._auto
+        found: tuple[Mapper, str, str] | MalformedPayload | None = None
+        if mapper is not None:
+            try:
+                device, point = mapper.names(topic, client)
+                found = (mapper, self.device_prefix + (device or ""), point)
+            except MalformedPayload as exc:
+                found = exc
+        if len(self._targets) >= self.cache_size:
+            self._targets.clear()     # bounded: a flood of distinct topics costs lookups, not memory
+        self._targets[key] = found
+        return found
+
     def map(self, topic: str, payload: bytes, client: str, now: float) -> Batch | None:
         """The readings in one payload, or None when the topic is dropped (or names no device)."""
-        mapper = self.table.lookup(topic)
-        if mapper is None:
-            if self.unmapped == "drop":
-                return None
-            mapper = self._auto
+        t = self._targets.get((topic, client)) or self.target(topic, client)
+        if t is None:
+            return None
         try:
+            if type(t) is not tuple:
+                raise t
+            mapper, device, point = t
             try:
-                [d] = mapper.decode(topic, payload, now, client)
+                points, values, stamps, quality = mapper.read(device, point, payload, now)
             except MalformedPayload:
                 if mapper is not self._auto:
                     raise
-                [d] = self._auto_text.decode(topic, payload, now, client)
+                points, values, stamps, quality = self._auto_text.read(device, point, payload, now)
         except MalformedPayload as exc:
             d = exc.partial
             if self.on_malformed is not None:
-                self.on_malformed(topic, payload, client,
-                                  "" if d is None else self.device_prefix + (d.device or ""), exc)
+                self.on_malformed(topic, payload, client, "" if d is None else d.device or "", exc)
             if d is None:
                 return None
-        return Batch(self.device_prefix + (d.device or ""), d.points, d.values, d.timestamps, d.quality, self.source)
+            device, points, values, stamps, quality = d.device, d.points, d.values, d.timestamps, d.quality
+        return Batch(device, points, values, stamps, quality, self.source)

@@ -93,4 +93,5 @@ def test_rule_cache_stays_bounded_under_many_topics():
     m = PayloadMapper([TopicRule("#")], cache_size=64)
     for i in range(1000):
         m.map(f"t/{i}", b"1", f"c{i}", 0.0)
-    assert len(m.table._cache) <= 64 and all(len(mapper._names) <= 64 for _, mapper in m.table.mappers)
+    assert len(m._targets) <= 64 and len(m.table._cache) <= 64
+    assert all(len(mapper._names) <= 64 for _, mapper in m.table.mappers)
