@@ -46,16 +46,6 @@ def test_guide_start_here_site_checks_clean_with_the_repository_plugins(tmp_path
     assert result.stdout.startswith("OK site.yaml: site 'demo/line-1', 2 entries, 1 routes")
 
 
-def test_guide_error_example_is_what_check_prints(tmp_path):
-    _write_guide_files(tmp_path)
-    site = tmp_path / "site.yaml"
-    site.write_text(site.read_text().replace("interval: 500ms", "interval: soon"))
-    _, issues = check_site(site, Loader(DevFolderSource(REPO / "plugins", warn=False)))
-    expected = (f"{site}:7: entries[0].config.interval: expected a duration such as 500ms, 5s or 1m, got 'soon'")
-    assert [str(i) for i in issues] == [expected]
-    assert expected.replace(f"{site}", "site.yaml") in GUIDE.read_text()
-
-
 def test_guide_layer_example_composes_as_the_guide_says(tmp_path):
     _write_guide_files(tmp_path)
     loaded = load_site(tmp_path / "line-3.yaml")
