@@ -3,5 +3,6 @@
 node.py is one node, fleet.py runs many in one trio process (also as
 `python -m examples.devices`), wire.py is the node's own copy of the MQTT-SN bits.
 modbus.py and opcua.py (`python -m examples.devices.modbus --port P`, `... .opcua PORT`) run the
-Modbus and OPC UA tests' simulated servers until Ctrl-C or SIGTERM, for the docs.
+Modbus and OPC UA tests' simulated servers until Ctrl-C or SIGTERM, for the docs (serve.py:
+a taken port is waited for, so concurrent runs of the docs take turns).
 """
