@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `sitegate diagnostics | head`: the reader has what it wanted; no traceback. Python would
+        # complain again while flushing stdout at exit, so point stdout at /dev/null first.
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141     # 128 + SIGPIPE, as the shell reports it
 
 
 if __name__ == "__main__":  # pragma: no cover

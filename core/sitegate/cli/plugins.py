@@ -11,10 +11,13 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..registry.errors import PluginRefused
-from ..registry.store import PluginStore
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..registry.store import PluginStore
 
 _SPEC = re.compile(r"^([a-z][a-z0-9_]*)\s*(.*)$")
 
@@ -39,7 +42,8 @@ def state_dir(args: argparse.Namespace) -> Path:
     return Path(".sitegate")
 
 
-def _store(args: argparse.Namespace) -> PluginStore:
+def _store(args: argparse.Namespace) -> "PluginStore":
+    from ..registry.store import PluginStore   # python-tuf's client: only for the verbs that need it
     return PluginStore(state_dir(args), Path(args.registry))
 
 
