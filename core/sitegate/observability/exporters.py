@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .snapshot import Metric
 
+DROP_REASONS = ("budget", "ttl")     # the data plane's reasons to drop (plane.py)
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..host import SiteHost
 
@@ -30,7 +32,11 @@ def dataplane(plane: Any, host: "SiteHost") -> list[Metric]:
         m.append(Metric("wal_depth_records", s["records"], {"priority": prio}, help="records stored in the WAL"))
         m.append(Metric("wal_depth_readings", s["readings"], {"priority": prio}, help="readings stored in the WAL"))
         m.append(Metric("wal_bytes", s["bytes"], {"priority": prio}, help="bytes of readings stored in the WAL"))
-    for key, n in d.get("drops", {}).items():
+    # Every (priority, reason) from the start, at 0 until something is dropped: Prometheus's
+    # increase() cannot see the first drop of a series that appears with it.
+    drops = {f"{prio}/{reason}": 0 for prio in d["stored"] for reason in DROP_REASONS}
+    drops.update(d.get("drops", {}))
+    for key, n in drops.items():
         prio, _, reason = str(key).partition("/")
         m.append(Metric("drops_total", n, {"priority": prio, "reason": reason or "unknown"}, "counter",
                         "readings dropped by policy (disk budget, TTL), by priority and reason"))

@@ -75,7 +75,10 @@ def take(host: "SiteHost") -> Snapshot:
     m.append(Metric("batches_in_total", p.batches_in, kind="counter", help="batches accepted by the pipeline"))
     m.append(Metric("pipeline_rejected_total", p.rejected, kind="counter", help="hand-overs refused under backpressure"))
     wd = host.watchdog
-    for entry, seconds in wd.blocked.items():
+    # Every entry (and 'core') from the start, at 0 until it blocks: increase() needs the series first.
+    blocked = dict.fromkeys(["core", *host.runners], 0.0)
+    blocked.update(wd.blocked)
+    for entry, seconds in blocked.items():
         m.append(Metric("loop_blocked_seconds_total", seconds, {"entry": entry}, "counter",
                         "event-loop time held in steps longer than the watchdog threshold, per entry"))
     m.append(Metric("loop_max_step_seconds", wd.max_lag, help="longest single event-loop step seen"))
