@@ -38,7 +38,9 @@ class Counter:
     """One route step: per-device dicts of point -> last counter value."""
 
     def __init__(self, params: CounterParams, ctx: ProcessorContext):
-        self.modulus = params.modulus
+        m = params.modulus
+        # An integral modulus stays an int, so integer counters keep integer deltas across a wrap.
+        self.modulus = int(m) if m is not None and float(m).is_integer() else m
         if params.max_delta is not None:
             self.max_delta = float(params.max_delta)
         else:

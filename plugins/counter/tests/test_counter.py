@@ -40,6 +40,13 @@ def test_wrap_around_at_the_modulus():
     assert (c.wraps, c.resets, events) == (2, 0, [])
 
 
+def test_integer_counters_keep_integer_deltas_across_a_wrap_set_in_a_site_file():
+    params = structure({"modulus": 65536}, CounterParams, path="through[0].counter")
+    c = Counter(params, ProcessorContext("s", "energy", lambda e: None, lambda: 0.0))
+    out = deltas(c, [65534, 2, 5])
+    assert out == [(1, 4), (2, 3)] and all(type(v) is int for _, v in out)
+
+
 def test_a_decrease_too_large_for_a_wrap_is_a_reset():
     c, events = make(modulus=65536)
     # 30100 -> 50 wrapped would be 35486 > 65536 / 2: the meter restarted and counted 50 since.
