@@ -1,9 +1,11 @@
 #!/bin/sh
 # Installs the real peers the tests and benchmarks use, from Debian's packages, when missing:
-# Mosquitto (MQTT broker) and Chromium (the dashboard's browser test). Needs root for apt-get;
+# Mosquitto (MQTT broker, and its clients) and Chromium (the dashboard's browser test). Needs root for apt-get;
 # without it, prints what to install and the tests that need them skip with that reason.
 missing=""
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
+# docs/mqtt.md publishes and watches with the broker's command-line clients.
+command -v mosquitto_pub >/dev/null 2>&1 || missing="$missing mosquitto-clients"
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing="$missing chromium"
 # docs/wasm-processors.md builds its C and Rust modules for wasm32: clang + lld (wasm-ld), and
 # Debian's own Rust with its wasm32 standard library (a rustup toolchain has no wasm32 target here).
