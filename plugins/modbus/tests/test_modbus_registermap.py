@@ -211,7 +211,7 @@ def test_the_energy_meter_of_the_docs_costs_the_reads_the_docs_say():
 
     from plugins.modbus.config import ModbusConfig
     doc = (Path(__file__).parents[3] / "docs" / "modbus.md").read_text()
-    block = re.search(r"## Worked example.*?```yaml\n(.*?)```", doc, re.S).group(1)
+    block = re.search(r"## Worked example.*?```yaml[^\n]*\n(.*?)```", doc, re.S).group(1)
     cfg = structure(yaml.safe_load(block)["entries"][0]["config"], ModbusConfig)
     (dev,) = cfg.device_configs()
     plans = {k: [(r.table.value, r.address, r.count) for r in plan_reads(v, max_gap=dev.max_gap)]
