@@ -297,3 +297,24 @@ async def test_concurrent_deliveries_publish_in_the_order_they_began(mosquitto, 
             assert began == [0, 1, 2] and sink.counters["deliveries"] == 3
             msgs = await obs.wait_count(1800, "s/d")
     assert [json.loads(m.payload)["seqNo"] for m in msgs] == list(range(1800))
+
+
+def test_queued_packets_are_joined_in_order_except_those_paho_acts_on_after_writing():
+    import collections
+
+    from plugins.mqtt.connection import _coalesce
+
+    def packet(command: int, qos: int, data: bytes, pos: int = 0) -> dict:
+        return {"command": command, "mid": 0, "qos": qos, "pos": pos, "to_process": len(data) - pos,
+                "packet": bytearray(data), "info": None}
+
+    out = collections.deque([packet(0x32, 1, b"..pub1", pos=2), packet(0x40, 0, b"ack"), packet(0x32, 1, b"pub2"),
+                             packet(0x30, 0, b"qos0"), packet(0x32, 1, b"pub3"), packet(0xE0, 0, b"bye")])
+    _coalesce(out)
+    assert [(bytes(p["packet"][p["pos"]:]), p["to_process"]) for p in out] == [
+        (b"pub1ackpub2", 11), (b"qos0", 4), (b"pub3", 4), (b"bye", 3)]
+    assert out[0]["command"] == 0x32 and out[0]["qos"] == 1
+    out.popleft()
+    out.popleft()
+    _coalesce(out)            # a plain packet before a DISCONNECT stays as it is
+    assert [bytes(p["packet"]) for p in out] == [b"pub3", b"bye"]
