@@ -134,3 +134,16 @@ def test_one_of_three_root_keys_is_rotated_keeping_the_threshold(tmp_path):
     index.refresh()
     trusted = json.loads((state / "plugins/trust/metadata/root.json").read_text())
     assert trusted["signed"]["version"] == 2
+
+
+def test_republishing_the_same_bytes_after_a_key_replacement_signs_them_with_the_new_key(lab):
+    data = lab.publish("alpha")
+    assert lab.repo.publish(data, lab.keys["acme"], lab.online)[1] is False      # unchanged: nothing to do
+    new = NaclSigner.generate("acme-2")
+    lab.repo.add_publisher("acme", new.public_key, lab.ring, replace=True)
+    with pytest.raises(PluginRefused, match="signature"):
+        prepare_plugins(lab.repo.path, lab.state, {"alpha": ""}, actor="test")
+    lab.keys["acme"] = new
+    assert lab.repo.publish(data, new, lab.online)[1] is True                     # signed again, same bytes
+    assert prepare_plugins(lab.repo.path, lab.state, {"alpha": ""}, actor="test")["alpha"].version == "1.0.0"
+    assert lab.repo.publish(data, new, lab.online)[1] is False

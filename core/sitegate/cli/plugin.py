@@ -61,29 +61,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
         else:
             data = artifact.read_bytes()
         plugin, changed = repo.publish(data, signer, keyring, replace=args.replace)
-        resigned = not changed and _resign_if_signed_by_a_replaced_key(repo, plugin.publisher, signer, keyring)
     except (RegistryError, ValueError, ConfigError, OSError) as exc:
         return _fail(str(exc))
-    state = ("published" if changed else
-             "re-signed with the publisher's current key (bytes unchanged)" if resigned else "already published (unchanged)")
+    state = "published" if changed else "already published (unchanged)"
     print(f"{plugin.domain} {plugin.version} {state} as {plugin.path} by {plugin.publisher}")
     return 0
-
-
-def _resign_if_signed_by_a_replaced_key(repo: Repository, publisher: str, signer: NaclSigner,
-                                         keyring: dict[str, NaclSigner]) -> bool:
-    """After `registry add-publisher NAME NEW.pub --replace` the publisher's metadata still carries the
-    replaced key's signature, which sites refuse; publishing the same bytes again with the new key
-    ("the publisher then republishes", docs/security.md) must re-sign it rather than be a no-op."""
-    md = repo.targets(publisher)
-    role = repo.publishers()[publisher]
-    if md is None or sum(keyid in role.keyids for keyid in md.signatures) >= role.threshold:
-        return False
-    md.signed.version += 1
-    md.signed.expires = repo._expires(publisher)
-    repo._write(md, publisher, [signer])
-    repo.write_snapshot_and_timestamp(keyring, changed={publisher: md.signed.version})
-    return True
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

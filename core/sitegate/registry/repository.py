@@ -319,9 +319,13 @@ class Repository:
             md.signed.version = 0  # bumped to 1 below
         existing = md.signed.targets.get(path)
         result = PublishedPlugin(publisher, path, domain, custom["version"], tuple(custom["kinds"]), len(artifact), digest)
-        if existing is not None and existing.hashes.get("sha256") == digest and existing.custom == custom:
+        role = publishers[publisher]
+        same = existing is not None and existing.hashes.get("sha256") == digest and existing.custom == custom
+        if same and sum(keyid in role.keyids for keyid in md.signatures) >= role.threshold:
             return result, False
-        if existing is not None and not replace:
+        # Same bytes whose signature is by a key the owner has since replaced (`add-publisher
+        # --replace`): sites refuse them until they are signed again, which is what follows.
+        if existing is not None and not same and not replace:
             raise RegistryError(f"{path}: version {custom['version']} is already published with different bytes; "
                                 "bump the version in manifest.json (published versions are immutable)")
         blob = self.targets_dir / f"plugins/{publisher}/{digest}.{artifact_name(domain, custom['version'])}"
@@ -329,7 +333,6 @@ class Repository:
         md.signed.targets[path] = TargetFile(len(artifact), {"sha256": digest}, path, {"custom": custom})
         md.signed.version += 1
         md.signed.expires = expires or self._expires(publisher)
-        role = publishers[publisher]
         self._signers({signer.keyid: signer}, role.keyids, role.threshold, publisher)
         self._write(md, publisher, [signer])
         self.write_snapshot_and_timestamp(keyring, changed={publisher: md.signed.version})
