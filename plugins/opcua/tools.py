@@ -7,6 +7,7 @@ functions plus synchronous wrappers, since a CLI has no trio loop to share.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -18,9 +19,16 @@ def make_certificate(stem: Path, app_uri: str, host: str = "127.0.0.1") -> tuple
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     cert, key = stem.with_suffix(".der"), stem.with_suffix(".pem")
-    asyncio.run(setup_self_signed_certificate(
-        key, cert, app_uri, host, [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
-        {"countryName": "XX", "organizationName": "sitegate", "commonName": app_uri}))
+    # The private key is readable by its owner only, from its first byte: asyncua creates it with
+    # the process umask (0644 typically), so the umask is narrowed while it writes (a CLI, one thread).
+    umask = os.umask(0o077)
+    try:
+        asyncio.run(setup_self_signed_certificate(
+            key, cert, app_uri, host, [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
+            {"countryName": "XX", "organizationName": "sitegate", "commonName": app_uri}))
+    finally:
+        os.umask(umask)
+    os.chmod(key, 0o600)      # a key made by an earlier version, too
     return cert, key
 
 

@@ -36,3 +36,4 @@ def test_make_cert_writes_a_usable_certificate(tmp_path):
         x509.UniformResourceIdentifier)
     assert uris == ["urn:plant:gw"]
     assert (tmp_path / "client.pem").read_bytes().startswith(b"-----BEGIN")
+    assert (tmp_path / "client.pem").stat().st_mode & 0o777 == 0o600     # the private key: owner only
