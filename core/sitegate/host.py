@@ -20,7 +20,7 @@ import trio
 from .config import LoadedSite
 from .config.changes import applied_state, plan_changes, state_dir_for
 from .entries import EntryContext, EntryRunner, EntryState
-from .errors import ConfigError, EntryError, MigrationError, PluginLoadError
+from .errors import ConfigError, EntryError, MigrationError, PluginLoadError, SitegateError
 from .events import EventBus
 from .loader import Integration, Loader, PluginSource
 from .model import Command, CommandResult, DeviceInfo, Event, PointInfo, Severity
@@ -126,6 +126,30 @@ class SiteHost:
             self.events.emit(Event("site.applied", "core", message=json.dumps(summary), data=summary))
             log.info("site %s applied: %s", site.site, ", ".join(f"{k} {len(v)}" for k, v in summary.items()))
             return summary
+
+    def claim_state(self) -> None:
+        """Hold the state folder for this process (an exclusive lock on `site.lock`, released when the
+        process ends), so a second `sitegate run` of the same site cannot share its WAL, twins and
+        runtime.json; raises SitegateError naming the process that holds it."""
+        import fcntl
+        path = self.state_dir / "site.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise SitegateError(f"{self.state_dir}: already in use by another sitegate (pid {holder}) running "
+                                f"site {self.name!r}; stop that one first, or give this one its own "
+                                "runtime.state_dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._state_lock = fd
+
+    def release_state(self) -> None:
+        fd, self._state_lock = getattr(self, "_state_lock", None), None
+        if fd is not None:
+            os.close(fd)
 
     def advertise(self, name: str, url: str) -> None:
         """Record where a local endpoint of this running site listens (runtime.json in the state folder),

@@ -99,6 +99,15 @@ async def run_site(path: Path, source: PluginSource, *, watch_interval: float = 
     loaded = load_site(path)
     seen = {**_mtimes(_watched_files(loaded)), **seen}
     host = SiteHost(loaded, source)
+    host.claim_state()      # before anything is written: a second run of the same site stops here
+    try:
+        return await _run_host(host, path, seen, watch_interval, report_every, task_status)
+    finally:
+        host.release_state()
+
+
+async def _run_host(host: SiteHost, path: Path, seen: dict, watch_interval: float, report_every: float,
+                    task_status) -> bool:
     clean = True
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:

@@ -133,3 +133,35 @@ routes:
         assert {"deadband", "window"} <= set(host.loader.loaded)
         await host.shutdown()
         nursery.cancel_scope.cancel()
+
+
+def test_a_second_run_of_the_same_site_is_refused_and_the_first_is_untouched(tmp_path, signed_registry):
+    import json
+    site = tmp_path / "site.yaml"
+    site.write_text(SITE.format(state=tmp_path / "state"))
+    argv = [sys.executable, "-m", "sitegate.cli", "run", str(site), "--registry", str(signed_registry)]
+    first = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    out = Lines(first)
+    try:
+        out.wait_for("site e2e running with", timeout=60)
+        runtime = json.loads((tmp_path / "state" / "runtime.json").read_text())
+        assert runtime["pid"] == first.pid and runtime["api"].startswith("ws://127.0.0.1:")
+        second = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert f"already in use by another sitegate (pid {first.pid}) running site 'e2e'" in second.stdout
+        # The running site's runtime.json still points at it: `sitegate status` keeps working.
+        assert json.loads((tmp_path / "state" / "runtime.json").read_text()) == runtime
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=15) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    # Stopped: the folder is free again.
+    again = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        Lines(again).wait_for("applied: added 2", timeout=60)
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.wait(timeout=15)

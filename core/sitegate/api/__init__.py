@@ -45,6 +45,8 @@ async def start_api(host: "SiteHost", nursery: trio.Nursery, **kw) -> "ApiServer
     server = ApiServer(host, settings, **kw)
     await nursery.start(server.run)
     host.services["api"] = server
+    host.advertise("api", server.ws_url)          # runtime.json: clients on this machine find the port
+    host.advertise("dashboard", server.url)
     if settings.demo_token:
         token = await trio.to_thread.run_sync(ensure_demo_token, host.state_dir, settings.demo_token)
         log.info("dashboard on %s#token=%s (a fresh %s token; WebSocket API at %s)",
