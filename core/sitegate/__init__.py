@@ -9,4 +9,4 @@ __version__ = "0.1.0"
 
 # The plugin API version. Manifests state the range they need in `requires`
 # (for example ">=1.0,<2"); docs/api-stability.md says what may change when.
-CORE_API_VERSION = "1.0"
+CORE_API_VERSION = "1.1"
