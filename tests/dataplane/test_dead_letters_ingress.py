@@ -46,6 +46,11 @@ async def test_every_dead_letter_is_stored_in_one_write_and_committed_before_wha
         assert plane.wal.committed_groups - groups <= 3, "stored in a few group commits, not one each"
         path = plane.wal.path
         assert plane.describe()["ingress_dead_letters"]["stored"] == 500
+        from sitegate.observability.exporters import dataplane as exported
+        assert {(m.name, m.labels["outcome"]): m.value for m in exported(plane, host)
+                if m.name == "ingress_dead_letters_total"} == {
+            ("ingress_dead_letters_total", "stored"): 500, ("ingress_dead_letters_total", "removed_by_cap"): 0,
+            ("ingress_dead_letters_total", "lost"): 0, ("ingress_dead_letters_total", "write_failures"): 0}
     rows = _rows(path)
     assert len(rows) == 500
     assert rows[0] == ("ingress", "src", "dev/0", "src.d", "bad 0", 1000.0, b"\x00bad\x00")

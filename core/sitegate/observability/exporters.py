@@ -40,6 +40,10 @@ def dataplane(plane: Any, host: "SiteHost") -> list[Metric]:
         prio, _, reason = str(key).partition("/")
         m.append(Metric("drops_total", n, {"priority": prio, "reason": reason or "unknown"}, "counter",
                         "readings dropped by policy (disk budget, TTL), by priority and reason"))
+    for outcome, n in d.get("ingress_dead_letters", {}).items():
+        m.append(Metric("ingress_dead_letters_total", n, {"outcome": outcome}, "counter",
+                        "received payloads no adapter could decode, by what became of them "
+                        "(stored in the dead-letter table, removed by its cap, lost, write failures)"))
     for route in list(getattr(getattr(plane, "table", None), "routes", [])):
         for k, step in enumerate(route.steps):
             labels = {"route": str(route.name), "step": f"{k}:{type(step).__name__}"}
