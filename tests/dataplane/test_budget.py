@@ -108,6 +108,9 @@ async def test_records_leave_the_wal_once_every_sink_has_them_and_expire_after_t
         assert any(e.kind == "storage.drop" and e.data["reason"] == "ttl" for e in host.events.recent)
         down.unlink()
         await wait_for(lambda: len(sink_lines(tmp_path / "b")) == 20, 10, what="b got the critical readings")
+        # Written is not yet acknowledged: retention follows the cursor, which moves once deliver returned.
+        b = plane.deliveries["b"]
+        await wait_for(lambda: b.cursors[0] == plane.wal.last_ids[0], 10, what="b's critical cursor past them")
         await plane.retain()
         assert plane.wal.live[0][0] == 0 and plane.wal.live[2][0] == 0
     assert {l["point"] for l in sink_lines(tmp_path / "b")} == {"x"}
