@@ -479,14 +479,15 @@ class Connection:
         A delivery ends waiting for its last PUBACKs with nothing more to send: with Nagle
         on our side and delayed ACKs answering a broker that batches its PUBACKs behind
         Nagle, each such tail stalled ~40 ms (Linux's delayed-ACK timer) on loopback.
-        QUICKACK is not sticky on Linux, so `_t_publish` re-arms it. A socket that takes
+        QUICKACK is not sticky on Linux: `_t_publish` arms it on every PUBACK, so only a
+        connection that publishes uses it (on a subscribing one, acknowledging each segment
+        of the broker's stream at once measurably slowed ingestion). A socket that takes
         neither option (not TCP) simply keeps the defaults.
         """
         self._quickack = None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if _TCP_QUICKACK is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
                 self._quickack = sock
         except (AttributeError, OSError, ValueError):
             pass
