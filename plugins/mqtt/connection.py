@@ -151,6 +151,7 @@ class Connection:
         self._last_error = _LastError()
         self._online = trio.Event()
         self._settled = trio.Event()       # first outcome (online or refused or gave up) known
+        self._subscribed = trio.Event()    # the broker answered the first SUBSCRIBE (SUBACK)
         self._pending: dict[int, Delivery] = {}
         self._acks: collections.deque = collections.deque()
         self._inbox: collections.deque = collections.deque()
@@ -235,6 +236,10 @@ class Connection:
     async def wait_settled(self, timeout: float) -> None:
         with trio.move_on_after(timeout):
             await self._settled.wait()
+            # A subscribing connection is ready once its subscriptions are answered: a message
+            # published after the entry is loaded is then delivered to it, not missed.
+            if self.subscriptions and self.state == "online":
+                await self._subscribed.wait()
         if not self._settled.is_set():
             err = self.client.last_error if self.client else None
             self.reason = f"no connection within {timeout:g} s" + (f": {err}" if err else "")
@@ -518,6 +523,7 @@ class Connection:
         bad = [str(rc) for rc in reason_codes if rc.is_failure]
         if bad:
             self._call(self._set_state, "online", f"subscription refused: {', '.join(bad)}")
+        self._call(self._subscribed.set)
 
     # --- for diagnostics ------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
