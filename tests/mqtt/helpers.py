@@ -9,6 +9,8 @@ import trio
 from sitegate.model import Batch
 from sitegate.plugins import SinkError
 from sitegate.testing.harness import wait_for
+# A gateway in its own process (SIGKILL tests): the data plane's helpers, re-exported, not copied.
+from tests.dataplane.dp_helpers import kill_gateway, start_gateway, stop_gateway, wait_until  # noqa: F401
 
 
 def mqtt_entry(entry_id: str, broker, *, tls: bool = False, extra: str = "", indent: str = "  ") -> str:
@@ -58,49 +60,3 @@ async def deliver_with_retry(sink, batches, *, deadline: float = 30.0, pause: fl
 def payloads(messages) -> list[dict]:
     return [json.loads(m.payload) for m in messages]
 
-
-# --- a gateway in its own process (for SIGKILL tests) ------------------------------------
-
-def start_gateway(site, log):
-    """`sitegate run` in its own process, loading the first-party plugins unsigned."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[2]
-    return subprocess.Popen([sys.executable, "-m", "sitegate.cli", "run", str(site), "--dev-plugins",
-                             str(repo / "plugins"), "--log-level", "WARNING"],
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=str(Path(site).parent))
-
-
-def kill_gateway(proc) -> None:
-    proc.kill()          # SIGKILL: no cleanup, no goodbye
-    proc.wait()
-
-
-def stop_gateway(proc, timeout: float = 15.0) -> None:
-    import signal
-    import subprocess
-
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise AssertionError("gateway did not stop on SIGTERM")
-
-
-def wait_until(condition, timeout: float, what: str, proc=None, poll: float = 0.01):
-    """Blocking: poll `condition` until truthy, failing after `timeout` s or when `proc` died."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"gateway exited with {proc.returncode} while waiting for {what}")
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
