@@ -147,6 +147,7 @@ class Connection:
         self.published = 0
         self.disconnects = 0
         self.session_present = False
+        self.connected_at: float | None = None   # time.monotonic() of the last CONNACK (paho thread)
         self.last_connect_error: BaseException | None = None
         self._last_error = _LastError()
         self._online = trio.Event()
@@ -457,6 +458,7 @@ class Connection:
             self._call(self._refused, reason_code.value, str(reason_code))
             return
         self.generation += 1
+        self.connected_at = time.monotonic()
         if self.subscriptions:
             if self.cfg.protocol == "5":
                 client.subscribe([(f, SubscribeOptions(qos=q)) for f, q in self.subscriptions])
