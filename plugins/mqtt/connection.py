@@ -40,13 +40,43 @@ class NotConnected(Exception):
 
 _PUBLISH, _DISCONNECT = 0x30, 0xE0
 _COALESCE_BYTES = 64 * 1024
+_READ_CHUNK = 64 * 1024
 
 
 class _Client(mqtt.Client):
     """paho's client, remembering why the last (re)connect attempt failed (paho only logs 'retrying'),
-    and writing queued packets to the socket in one send per run instead of one send each."""
+    reading the socket in large chunks and writing queued packets in one send per run."""
 
     last_error: BaseException | None = None
+    _rbuf: bytes = b""          # bytes received and not yet parsed (paho's thread only)
+    _rpos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        # paho asks the socket for each packet's first byte, then each byte of its length, then
+        # its body: three or more recv() calls per received message, each a syscall and a GIL
+        # hand-off to the trio thread and back. Read what the kernel has in one call instead and
+        # serve paho's small reads from it; `loop_read` parses it all before paho selects again.
+        pos = self._rpos
+        buf = self._rbuf
+        if pos >= len(buf):
+            buf = super()._sock_recv(_READ_CHUNK)
+            if not buf:
+                return buf           # closed: paho's own handling
+            self._rbuf, pos = buf, 0
+        end = pos + bufsize
+        self._rpos = end
+        return buf[pos:end] if pos or end < len(buf) else buf
+
+    def loop_read(self, max_packets: int = 1):
+        # paho parses one packet per select() wake-up; parse every complete packet already read.
+        rc = super().loop_read(max_packets)
+        while not rc and self._rpos < len(self._rbuf) and self._sock is not None:
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def _sock_close(self) -> None:
+        self._rbuf, self._rpos = b"", 0      # bytes of a lost connection are never parsed
+        super()._sock_close()
 
     def _packet_write(self):
         # paho sends each queued packet with its own send(): a syscall, and a hand-over of the
