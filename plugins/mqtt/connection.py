@@ -78,6 +78,29 @@ class _Client(mqtt.Client):
         self._rbuf, self._rpos = b"", 0      # bytes of a lost connection are never parsed
         super()._sock_close()
 
+    # Set by a subscribing Connection: takes each received QoS 0/1 message (a `Received`).
+    on_received: Callable[[Received], None] | None = None
+
+    def _handle_publish(self):
+        # paho builds a v5 Properties object (dozens of attribute writes) and an MQTTMessage
+        # with its MQTTMessageInfo for every received PUBLISH, then matches topic callbacks
+        # under two locks: most of its thread's time at thousands of messages a second. A
+        # plain QoS 0/1 message without properties (nearly all of them) is parsed here;
+        # anything else (QoS 2, properties, a malformed or non-UTF-8 topic) is paho's.
+        take = self.on_received
+        if take is not None:
+            header = self._in_packet["command"]
+            qos = (header & 0x06) >> 1
+            if qos < 2:
+                parsed = parse_publish(self._in_packet["packet"], qos, self._protocol == mqtt.MQTTv5)
+                if parsed is not None:
+                    topic, mid, payload = parsed
+                    take(Received(topic, payload, qos, mid, bool(header & 0x01), bool(header & 0x08)))
+                    if qos == 1 and not self._manual_ack:
+                        return self._send_puback(mid)
+                    return mqtt.MQTT_ERR_SUCCESS
+        return super()._handle_publish()
+
     def _packet_write(self):
         # paho sends each queued packet with its own send(): a syscall, and a hand-over of the
         # GIL to the trio thread and back, per message. Packets paho does nothing with once
@@ -100,6 +123,42 @@ class _Client(mqtt.Client):
             raise
         self.last_error = None
         return rc
+
+
+class Received:
+    """A received message, as the adapter reads it (the attributes of paho's MQTTMessage it uses)."""
+
+    __slots__ = ("topic", "payload", "qos", "mid", "retain", "dup")
+    properties = None
+
+    def __init__(self, topic: str, payload: bytes, qos: int, mid: int, retain: bool = False, dup: bool = False):
+        self.topic, self.payload, self.qos, self.mid, self.retain, self.dup = topic, payload, qos, mid, retain, dup
+
+
+def parse_publish(packet: bytes, qos: int, v5: bool) -> tuple[str, int, bytes] | None:
+    """(topic, packet id, payload) of a PUBLISH body (after the fixed header), or None when it
+    is not the plain case (v5 properties present, empty or non-UTF-8 topic, truncated)."""
+    n = len(packet)
+    if n < 2:
+        return None
+    pos = 2 + ((packet[0] << 8) | packet[1])
+    if pos > n or pos == 2:
+        return None
+    try:
+        topic = packet[2:pos].decode()
+    except UnicodeDecodeError:
+        return None
+    mid = 0
+    if qos:
+        if pos + 2 > n:
+            return None
+        mid = (packet[pos] << 8) | packet[pos + 1]
+        pos += 2
+    if v5:
+        if pos >= n or packet[pos]:
+            return None          # properties (or a truncated packet): paho parses those
+        pos += 1
+    return topic, mid, packet[pos:]
 
 
 def _plain(packet: dict) -> bool:
@@ -239,6 +298,7 @@ class Connection:
         client.on_disconnect = self._t_disconnect
         client.on_publish = self._t_publish
         client.on_message = self._t_message
+        client.on_received = self._t_message_fast
         client.on_subscribe = self._t_subscribe
         client.on_connect_fail = self._t_connect_fail
         client.on_socket_open = self._t_socket_open
@@ -546,6 +606,9 @@ class Connection:
                 self._call(self._drain_acks)
 
     def _t_message(self, client, userdata, message) -> None:
+        self._t_message_fast(message)
+
+    def _t_message_fast(self, message: Any) -> None:
         self._inbox.append((self.generation, message))
         if not self._in_wake:
             self._in_wake = True

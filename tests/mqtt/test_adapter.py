@@ -193,3 +193,40 @@ async def test_other_sitegates_batches_keep_device_seq_and_repeats_are_dropped(m
     rows = [(b.device, b.seq, list(b.values), list(b.timestamps)) for b in rec.batches]
     assert rows == [("press.dev0", 10, [1.0, 2.0], [100.0, 100.0]), ("press.dev0", 12, [3.0, 4.0], [101.0, 101.0])]
     assert ingest.counters["duplicates"] == 4
+
+
+def _publish_with_properties(broker, messages) -> None:
+    """Publish (topic, payload, user properties or None) at QoS 1 over MQTT 5 and wait for each PUBACK."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        for topic, payload, user in messages:
+            props = None
+            if user:
+                props = Properties(PacketTypes.PUBLISH)
+                props.UserProperty = user
+                props.ContentType = "application/json"
+            client.publish(topic, payload, 1, properties=props).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+async def test_messages_with_and_without_v5_properties_arrive_in_order(mosquitto, tmp_path):
+    # Plain messages take the adapter's own PUBLISH parser, messages with properties paho's: one stream.
+    broker = mosquitto()
+    async with running_site(tmp_path, site_with(mqtt_entry("local", broker, extra=JSON_SUB))) as host:
+        rec = Recorder(host)
+        await loaded(host, "local")
+        msgs = [(f"factory/z/d/data", json.dumps({"m": {"temp": i, "hum": 0}, "ts": 1700000000 + i}),
+                 [("line", "3"), ("shift", "b")] if i % 3 == 1 else None) for i in range(12)]
+        await trio.to_thread.run_sync(lambda: _publish_with_properties(broker, msgs))
+        await wait_for(lambda: len([r for r in rec.readings() if r[1] == "temp"]) >= 12, 10, what="12 readings")
+        ingest = host.entry("local").data["ingest"]
+        assert ingest.counters["malformed"] == 0 and ingest.counters["messages"] == 12
+    assert [v for _, p, v, _ in rec.readings() if p == "temp"] == list(range(12))
