@@ -230,3 +230,21 @@ async def test_messages_with_and_without_v5_properties_arrive_in_order(mosquitto
         ingest = host.entry("local").data["ingest"]
         assert ingest.counters["malformed"] == 0 and ingest.counters["messages"] == 12
     assert [v for _, p, v, _ in rec.readings() if p == "temp"] == list(range(12))
+
+
+async def test_a_burst_over_mutual_tls_arrives_whole_and_in_order(mosquitto, tmp_path):
+    # Over TLS the socket yields one record (<= 16 KiB) per read and keeps the rest in its own
+    # buffer: every message of a burst much larger than that must still arrive, in order.
+    broker = mosquitto(mutual_tls=True)
+    c = broker.certs
+    extra = f"tls: {{ca: {c.ca}, cert: {c.client_cert}, key: {c.client_key}}}\n" + JSON_SUB
+    async with running_site(tmp_path, site_with(mqtt_entry("local", broker, tls=True, extra=extra))) as host:
+        rec = Recorder(host)
+        await loaded(host, "local")
+        pad = "x" * 300
+        msgs = [("factory/z/d/data", json.dumps({"m": {"temp": i, "hum": 0}, "ts": 1700000000 + i, "pad": pad}))
+                for i in range(2000)]
+        await _publish(broker, msgs)
+        await wait_for(lambda: host.entry("local").data["ingest"].counters["messages"] >= 2000, 30,
+                       what="2000 messages acknowledged")
+    assert [v for _, p, v, _ in rec.readings() if p == "temp"] == list(range(2000))

@@ -60,3 +60,38 @@ def test_bad_topics_and_truncated_packets_are_left_to_paho():
 def test_any_bytes_give_a_parse_or_none_never_an_error(data, qos, v5):
     got = parse_publish(data, qos, v5)
     assert got is None or (isinstance(got[0], str) and isinstance(got[2], bytes))
+
+
+def _publish_packet(topic: str, mid: int, payload: bytes) -> bytes:
+    body = _body(topic.encode(), 1, mid, payload, None)
+    return bytes([0x32]) + _varint(len(body)) + body
+
+
+def test_one_wake_up_parses_every_complete_packet_already_read():
+    # paho parses one packet per select() wake-up; the client reads in chunks, so it must parse
+    # every complete packet of a chunk at once (else they wait for the next byte from the broker).
+    import socket
+
+    import paho.mqtt.client as mqtt
+
+    from plugins.mqtt.connection import _Client
+
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client = _Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311, manual_ack=True)
+    got = []
+    client.on_received = got.append
+    client._sock = ours
+    try:
+        stream = b"".join(_publish_packet(f"t/{i}", i + 1, b"%d" % i) for i in range(200))
+        last = _publish_packet("t/last", 999, b"end")
+        broker.sendall(stream + last[:5])          # 200 packets and the start of one more
+        assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+        assert [(m.topic, m.mid, m.payload) for m in got] == [(f"t/{i}", i + 1, b"%d" % i) for i in range(200)]
+        broker.sendall(last[5:])
+        client.loop_read()
+        assert (got[-1].topic, got[-1].payload, len(got)) == ("t/last", b"end", 201)
+    finally:
+        client._sock = None
+        ours.close()
+        broker.close()
