@@ -190,15 +190,19 @@ class Twins:
 
     def report(self, device: str, *, fw_version: str | None = None, hw_version: str | None = None,
                config_version: str | None = None) -> None:
-        """An adapter or update handler reports what the device runs now."""
+        """An adapter or update handler reports what the device runs now; a change raises `device.reported`."""
         twin = self._twin(device)
-        if fw_version is not None:
-            twin.fw_version = fw_version
-        if hw_version is not None:
-            twin.hw_version = hw_version
-        if config_version is not None:
-            twin.reported_config = config_version
+        changed = {f: v for f, v in (("fw_version", fw_version), ("hw_version", hw_version),
+                                     ("reported_config", config_version)) if v is not None and getattr(twin, f) != v}
+        if not changed:
+            return
+        for f, v in changed.items():
+            setattr(twin, f, v)
         self._dirty = True
+        drift = twin.desired_config is not None and twin.desired_config != twin.reported_config
+        self.host.events.emit(Event("device.reported", twin.entry or "core", twin.id,
+                                    message=", ".join(f"{f} {v}" for f, v in changed.items()),
+                                    data={"device": twin.id, **changed, "drift": drift}))
 
     def set_desired(self, device: str, config_version: str) -> Twin:
         twin = self._twin(device)

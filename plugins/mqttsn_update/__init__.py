@@ -4,6 +4,11 @@ It speaks the few MQTT-SN messages it needs on its own UDP port (wire.py) rather
 than going through the mqttsn entry: integrations cannot import each other, and
 a chunked transfer with retransmits and resume wants its own socket and timers.
 handler.py is the UpdateHandler, golden.py the desired-vs-reported config.
+
+Twins: every node the handler hears from is declared as the site device
+``entry.device_name(node id)`` (``<entry id>.<node id>``, as adapters name theirs),
+with its hardware id as hw_version and the firmware version it runs committed as
+fw_version; the config version it runs goes to the twin's reported config.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import attrs
 import nacl.signing
 
 from sitegate.hookspecs import hookimpl
+from sitegate.model import DeviceInfo
 
 from .handler import MqttsnUpdateHandler
 
@@ -64,9 +70,22 @@ async def setup_entry(entry) -> None:
     def emit(kind, *, device=None, message="", **data):
         entry.emit(kind, device=device, message=message, **data)
 
+    def on_status(node: str, hardware_id: str | None, fw_version: str | None, config_version: str | None) -> bool:
+        device = entry.device_name(node)
+        # Declared like an adapter's device: twins take hw/fw from it (a change raises `device.declared`).
+        entry.declare_device(DeviceInfo(device, entry.id, name=node, model="MQTT-SN node",
+                                        hw_version=hardware_id or "", fw_version=fw_version or ""))
+        if config_version is None:
+            return True
+        twins = entry.host.services.get("twins")
+        if twins is None:
+            return False   # the registry starts after the entries: told again at the node's next HELLO
+        twins.report(device, config_version=config_version)
+        return True
+
     handler = MqttsnUpdateHandler(trusted_from_hex(cfg.trusted_keys), host=cfg.host, port=cfg.port,
                                   chunk_size=cfg.chunk_size, window=cfg.window, retry=cfg.retry, request_timeout=cfg.request_timeout,
-                                  emit=emit, golden=cfg.golden)
+                                  emit=emit, golden=cfg.golden, on_status=on_status)
     entry.data["handler"] = handler
     await entry.start(handler.serve, name=f"{entry.id}:udp")
 

@@ -10,6 +10,7 @@ deadline passes (DeviceUnreachable).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import socket
 import time
@@ -25,13 +26,16 @@ from .golden import config_delta
 from .wire import (RC_ACCEPTED, T_CHUNK, T_CMD, T_CONFIG, T_HELLO, T_OFFER, T_REPLY, Connack, Connect, Disconnect,
                    Puback, Publish, WireError, chunk_data, decode, encode)
 
+log = logging.getLogger(__name__)
+
 
 class MqttsnUpdateHandler:
     """Implements sitegate.plugins.UpdateHandler for nodes that speak the update topics in wire.py."""
 
     def __init__(self, trusted: Mapping[str, nacl.signing.VerifyKey], *, host: str = "127.0.0.1", port: int = 0,
                  chunk_size: int = 1024, window: int = 8, retry: float = 0.5, request_timeout: float = 10.0,
-                 emit: Callable[..., None] | None = None, golden: Mapping[str, Any] | None = None):
+                 emit: Callable[..., None] | None = None, golden: Mapping[str, Any] | None = None,
+                 on_status: Callable[[str, str | None, str | None, str | None], bool] | None = None):
         self.trusted = dict(trusted)
         self.host, self.port = host, port
         self.chunk_size = chunk_size
@@ -40,6 +44,10 @@ class MqttsnUpdateHandler:
         self.request_timeout = request_timeout   # give up on a device after this long without an answer
         self.emit = emit or (lambda *a, **k: None)
         self.golden = dict(golden) if golden is not None else None
+        # Told (device, hardware id, firmware version, config version) whenever what the device runs
+        # committed changes; returns False if it could not pass it on (asked again at the next HELLO).
+        self.on_status = on_status
+        self._told: dict[str, tuple] = {}        # device -> what on_status last took
         self.devices: dict[str, dict] = {}       # device -> last status it reported (HELLO)
         self._addr: dict[str, tuple] = {}
         self._by_addr: dict[tuple, str] = {}
@@ -129,6 +137,7 @@ class MqttsnUpdateHandler:
         status["online"], status["last_seen"] = True, time.time()
         self.devices[device] = status
         self._seen.setdefault(device, trio.Event()).set()
+        self._tell(device)
         if self.golden is not None:
             delta = config_delta(status.get("config") or {}, self.golden)
             # Once per change of the drift, not at every keep-alive.
@@ -138,6 +147,41 @@ class MqttsnUpdateHandler:
             self._drift[device] = delta
         if first:
             self.emit("update.device_seen", device=device, hardware_id=status.get("hw"), version=status.get("version"))
+
+    def _tell(self, device: str) -> None:
+        """Pass what the device runs committed to `on_status` when it changed: hardware id, firmware
+        and config version. A bank on trial is not news until it is committed (if it reverts, the
+        version it falls back to is what was told before)."""
+        if self.on_status is None:
+            return
+        status = self.devices[device]
+        told = self._told.get(device, (None, None, None))
+
+        def text(value: Any) -> str | None:
+            return None if value is None else str(value)
+        now = (text(status.get("hw")) or told[0],
+               (None if status.get("trial") else text(status.get("version"))) or told[1],
+               (None if status.get("config_trial") else text(status.get("config_version"))) or told[2])
+        if now == told:
+            return
+        try:
+            taken = self.on_status(device, *now)
+        except Exception:  # noqa: BLE001 - a broken listener must not stop the socket loop
+            log.exception("%s: on_status failed", device)
+            return
+        if taken is not False:
+            self._told[device] = now
+
+    def _ran(self, device: str, kind: str, answer: Mapping[str, Any]) -> None:
+        """A commit or rollback answer says which version the device runs now: no need to wait for its HELLO."""
+        status = self.devices.get(device)
+        if status is None or answer.get("version") is None:
+            return
+        if kind == "firmware":
+            status.update(version=answer["version"], trial=False)
+        else:
+            status.update(config_version=answer["version"], config_trial=False)
+        self._tell(device)
 
     def _answer(self, device: str, msg_id: int, answer: Any) -> None:
         slot = self._pending.get((device, msg_id))
@@ -286,11 +330,11 @@ class MqttsnUpdateHandler:
 
     async def commit(self, device: str) -> None:
         kind = self._staged_kind.get(device, "firmware")
-        await self._json_request(device, T_CMD, {"op": "commit", "kind": kind})
+        self._ran(device, kind, await self._json_request(device, T_CMD, {"op": "commit", "kind": kind}))
 
     async def rollback(self, device: str) -> None:
         kind = self._staged_kind.get(device, "firmware")
-        await self._json_request(device, T_CMD, {"op": "rollback", "kind": kind})
+        self._ran(device, kind, await self._json_request(device, T_CMD, {"op": "rollback", "kind": kind}))
 
     async def report(self, device: str) -> dict:
         return await self._json_request(device, T_CMD, {"op": "report"})
