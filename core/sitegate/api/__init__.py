@@ -6,11 +6,13 @@ docs/websocket-api.md for the protocol and `sitegate token` for access.
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import TYPE_CHECKING
 
 import trio
 
+from ..errors import SitegateError
 from .tokens import TokenStore, ensure_demo_token  # noqa: F401
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,7 +45,14 @@ async def start_api(host: "SiteHost", nursery: trio.Nursery, **kw) -> "ApiServer
     if "tokens" not in kw:
         kw["tokens"] = await trio.to_thread.run_sync(TokenStore, host.state_dir)
     server = ApiServer(host, settings, **kw)
-    await nursery.start(server.run)
+    try:
+        await nursery.start(server.run)
+    except OSError as exc:      # the port is taken, the address is not this machine's, a TLS file is unreadable
+        where = f"{host.loaded.path}: api: cannot serve the WebSocket API and dashboard on {settings.host}:{settings.port}"
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise SitegateError(f"{where} ({exc.strerror}); set api.port to a free port (0 picks one) "
+                                f"or api.enabled: false") from None
+        raise SitegateError(f"{where}: {exc}") from None
     host.services["api"] = server
     host.advertise("api", server.ws_url)          # runtime.json: clients on this machine find the port
     host.advertise("dashboard", server.url)

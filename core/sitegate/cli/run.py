@@ -37,4 +37,16 @@ def main(args: argparse.Namespace) -> int:
     except SitegateError as exc:
         print(f"error: {exc}")
         return 1
+    except BaseExceptionGroup as group:     # a service that failed to start, inside the site's nursery
+        known, other = group.split(SitegateError)
+        if known is None or other is not None:
+            raise
+        for exc in _leaves(known):
+            print(f"error: {exc}")
+        return 1
     return 0 if clean else 3
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    return [leaf for exc in group.exceptions
+            for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])]
