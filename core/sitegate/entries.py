@@ -64,6 +64,23 @@ def backoff_delays(schedule: list[float], jitter: float, rng: random.Random | No
         i += 1
 
 
+@attrs.frozen
+class IngressDeadLetter:
+    """An ingress dead letter handed back to the entry that stored it, to be decoded again
+    (`sitegate dlq replay`, EntryContext.on_redecode): what `dead_letter` was given."""
+
+    id: int                 # its id in the dead-letter table (`sitegate dlq list`)
+    payload: bytes
+    source: str             # where it came from (e.g. the MQTT topic)
+    received_at: float      # when it arrived: the readings' time when the payload has none
+    device: str | None
+    context: str            # what else the entry stored to decode it (e.g. the MQTT-SN client id)
+    attempts: int           # replays that failed before this one
+
+
+Redecoder = Callable[[list[IngressDeadLetter]], Awaitable[list["str | None"]]]
+
+
 class EntryContext:
     """What an integration's hooks see of the site: the entry's config, tasks, and outlets.
 
@@ -89,6 +106,7 @@ class EntryContext:
         self.counters: dict[str, int] = {"batches_out": 0, "readings_out": 0, "task_failures": 0}
         self._nursery: trio.Nursery | None = None
         self._cleanups: list[Callable[[], Any]] = []
+        self.redecoder: Redecoder | None = None   # on_redecode's function while the entry is set up
 
     # --- for integrations ------------------------------------------------------
     @property
@@ -154,12 +172,13 @@ class EntryContext:
         return ok
 
     def dead_letter(self, payload: bytes, *, source: str, error: str | BaseException, device: str | None = None,
-                    at: float | None = None) -> None:
+                    at: float | None = None, context: str = "") -> None:
         """Keep a received message that could not be turned into readings in the dead-letter table.
 
         Stores the raw `payload` with `source` (where it came from, e.g. the MQTT topic), the
         `error` text, the `device` if known, this entry's id and `at` (default: now) in the
-        site's WAL file, as a dead letter of kind `ingress` (`sitegate dlq list`). Returns at
+        site's WAL file, as a dead letter of kind `ingress` (`sitegate dlq list`), with `context`:
+        anything else the entry needs to decode it again (see on_redecode). Returns at
         once: rows are written by the WAL's writer in its next group commit, which happens
         before anything the caller commits afterwards. The table keeps the newest ones within a
         cap (docs/delivery.md). Counting and reporting the failure stays the adapter's job.
@@ -168,7 +187,21 @@ class EntryContext:
         if plane is None:
             self.log.warning("dead letter from %s not stored (the site has no data plane): %s", source, error)
             return
-        plane.dead_letter_ingress(self.id, payload, source=source, error=str(error), device=device, at=at)
+        plane.dead_letter_ingress(self.id, payload, source=source, error=str(error), device=device, at=at,
+                                  context=context)
+
+    def on_redecode(self, fn: Redecoder) -> None:
+        """Let `sitegate dlq replay` send this entry's ingress dead letters through its current mapping.
+
+        ``await fn(letters)`` gets IngressDeadLetters this entry stored and must decode each as
+        if it had just arrived (timestamps from the payload, else `received_at`), publish the
+        readings, and return once they are committed, with one result per letter, in order:
+        None when it decoded (the dead letter is then deleted), or the error text when it still
+        does not (it stays, with that error). It must not dead-letter them again. Call from
+        setup_entry; it lasts until the entry unloads. An entry without it leaves its dead
+        letters where they are, and `dlq replay` says so.
+        """
+        self.redecoder = fn
 
     async def dead_letters_committed(self) -> None:
         """Return once every dead letter handed to `dead_letter` so far is committed (before
@@ -320,6 +353,7 @@ class EntryRunner:
     async def _run_cleanups(self) -> None:
         ctx = self.ctx
         ctx.host.detach_sink(ctx)
+        ctx.redecoder = None
         while ctx._cleanups:
             cb = ctx._cleanups.pop()
             try:

@@ -38,8 +38,11 @@ class Ingest:
         self._declared: dict[str, set[str]] = {}
         self._next_seq: dict[str, int] = {}
         self._event_window = (0.0, 0)
-        self.counters = {"bursts": 0, "messages": 0, "readings": 0, "malformed": 0, "duplicates": 0, "unacked_stale": 0}
+        self.counters = {"bursts": 0, "messages": 0, "readings": 0, "malformed": 0, "duplicates": 0, "unacked_stale": 0,
+                         "redecoded": 0}
         self.last_malformed = ""
+        # `sitegate dlq replay`: this entry's dead letters go through the mapping it has now.
+        entry.on_redecode(self.redecode)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -65,22 +68,58 @@ class Ingest:
             except MalformedPayload as exc:
                 self._malformed(msg, str(exc), now)
                 continue
-            for d in decoded:
-                if d.origin is not None:
-                    fog.append(d)
-                    continue
-                device = entry.device_name(d.device)
-                cols = merged.get(device)
-                if cols is None:
-                    cols = merged[device] = [[], [], [], None]
-                n_before = len(cols[0])
-                cols[0].extend(d.points)
-                cols[1].extend(d.values)
-                cols[2].extend(d.timestamps)
-                if d.quality is not None or cols[3] is not None:
-                    if cols[3] is None:
-                        cols[3] = [0] * n_before
-                    cols[3].extend(d.quality if d.quality is not None else [0] * len(d.points))
+            self._merge(decoded, merged, fog)
+        await self._publish_all(merged, fog)
+        if self.counters["malformed"] != malformed:
+            await entry.dead_letters_committed()     # acknowledged only once stored, like readings
+        self.counters["messages"] += len(received)
+        self.counters["bursts"] += 1
+        self.counters["unacked_stale"] += conn.ack_many(received)
+
+    async def redecode(self, letters: list) -> list[str | None]:
+        """Dead letters of this entry (`sitegate dlq replay`) through the current mapping, as if
+        they had just arrived at their receive time: the readings are committed on return; per
+        letter None (decoded) or why it still fails (EntryContext.on_redecode)."""
+        results: list[str | None] = []
+        merged: dict[str, list] = {}
+        fog: list[Decoded] = []
+        lookup = self.table.lookup
+        for dl in letters:
+            mapper = lookup(dl.source)
+            try:
+                if mapper is None:
+                    raise MalformedPayload("no subscription's filter matches this topic")
+                decoded = mapper.decode(dl.source, dl.payload, dl.received_at)
+            except MalformedPayload as exc:
+                results.append(str(exc))
+                continue
+            results.append(None)
+            self._merge(decoded, merged, fog)
+        await self._publish_all(merged, fog)
+        self.counters["redecoded"] += sum(1 for r in results if r is None)
+        return results
+
+    def _merge(self, decoded: list[Decoded], merged: dict[str, list], fog: list[Decoded]) -> None:
+        """Add one message's readings to `merged` (device -> columns), another sitegate's batches to `fog`."""
+        device_name = self.entry.device_name
+        for d in decoded:
+            if d.origin is not None:
+                fog.append(d)
+                continue
+            device = device_name(d.device)
+            cols = merged.get(device)
+            if cols is None:
+                cols = merged[device] = [[], [], [], None]
+            n_before = len(cols[0])
+            cols[0].extend(d.points)
+            cols[1].extend(d.values)
+            cols[2].extend(d.timestamps)
+            if d.quality is not None or cols[3] is not None:
+                if cols[3] is None:
+                    cols[3] = [0] * n_before
+                cols[3].extend(d.quality if d.quality is not None else [0] * len(d.points))
+
+    async def _publish_all(self, merged: dict[str, list], fog: list[Decoded]) -> None:
         # Devices are committed concurrently (one WAL group commit instead of one per device);
         # each device's readings stay in arrival order: merged above, or one task per fog device.
         jobs = [(self._publish_merged, (device, cols)) for device, cols in merged.items()]
@@ -95,11 +134,6 @@ class Ingest:
             async with trio.open_nursery() as nursery:
                 for fn, args in jobs:
                     nursery.start_soon(fn, *args)
-        if self.counters["malformed"] != malformed:
-            await entry.dead_letters_committed()     # acknowledged only once stored, like readings
-        self.counters["messages"] += len(received)
-        self.counters["bursts"] += 1
-        self.counters["unacked_stale"] += conn.ack_many(received)
 
     async def _publish_merged(self, device: str, cols: list) -> None:
         points, values, ts, quality = cols

@@ -14,6 +14,7 @@ import trio
 
 from sitegate.hookspecs import hookimpl
 from sitegate.model import Command, CommandResult, DeviceInfo, PointInfo, Severity
+from sitegate.payloads import MalformedPayload
 
 from .config import GatewayConfig
 from .gateway import Gateway
@@ -42,10 +43,7 @@ async def setup_entry(entry) -> None:
         entry.declare_device(DeviceInfo(device, entry.id, name=name, model="MQTT-SN node",
                                         points=tuple(known.values())))
 
-    async def deliver(batches) -> bool:
-        # Saturated pipeline: the gateway answers QoS 1/2 with "rejected: congestion".
-        if pipeline.saturated():
-            return False
+    async def publish(batches) -> None:
         for b in batches:
             known = points_seen.get(b.device)
             if known is None or any(p not in known for p in b.points):
@@ -53,7 +51,34 @@ async def setup_entry(entry) -> None:
                        if known is None or p not in known}
                 declare(b.device, b.device[len(entry.id) + 1:], new)
         await entry.publish_many(batches)
+
+    async def deliver(batches) -> bool:
+        # Saturated pipeline: the gateway answers QoS 1/2 with "rejected: congestion".
+        if pipeline.saturated():
+            return False
+        await publish(batches)
         return True
+
+    async def redecode(letters) -> list[str | None]:
+        # `sitegate dlq replay`: the stored payloads through the rules the gateway has now, at the
+        # time they arrived, from the client that sent them (kept as the dead letter's context).
+        results: list[str | None] = []
+        batches = []
+        for dl in letters:
+            if not dl.context:
+                results.append(f"{dl.source}: stored without its client id, cannot be decoded again")
+                continue
+            try:
+                batch = gw.mapper.decode(dl.source, dl.payload, dl.context, dl.received_at)
+            except MalformedPayload as exc:
+                results.append(f"{exc} (client {dl.context!r})")
+                continue
+            results.append(None)
+            if batch is not None and len(batch):     # None: `unmapped: drop` drops its topic now
+                batches.append(batch)
+        if batches:
+            await publish(batches)
+        return results
 
     def on_event(kind: str, **data: Any) -> None:
         client = data.get("client")
@@ -67,6 +92,7 @@ async def setup_entry(entry) -> None:
     gw = Gateway(cfg, deliver, device_prefix=f"{entry.id}.", source=entry.id, on_event=on_event,
                  clock=entry.clock, dead_letter=entry.dead_letter, dead_letters_committed=entry.dead_letters_committed)
     entry.data["gateway"] = gw
+    entry.on_redecode(redecode)
     try:
         await entry.start(gw.serve, name=f"{entry.id}:gateway")
     except OSError as exc:

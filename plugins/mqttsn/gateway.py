@@ -709,8 +709,9 @@ class Gateway:
     def _bad_payload(self, topic: str, payload: bytes, client: str, device: str, error: Exception) -> None:
         self.stats["bad_payloads"] += 1
         if self._dead_letter is not None:
+            # The client id is kept as the context: a rule's device may be `{client}` (`dlq replay`).
             self._dead_letter(bytes(payload), source=topic, error=f"{error} (client {client!r})", device=device or None,
-                              at=self._now_wall)
+                              at=self._now_wall, context=client)
             self._dead_letters_waiting = True
 
     def _forward(self, forward: tuple[str, bytes, int, bool] | None) -> None:

@@ -91,24 +91,29 @@ class PayloadMapper:
 
     def map(self, topic: str, payload: bytes, client: str, now: float) -> Batch | None:
         """The readings in one payload, or None when the topic is dropped (or names no device)."""
-        t = self._targets.get((topic, client)) or self.target(topic, client)
-        if t is None:
-            return None
         try:
-            if type(t) is not tuple:
-                raise t
-            mapper, device, point = t
-            try:
-                points, values, stamps, quality = mapper.read(device, point, payload, now)
-            except MalformedPayload:
-                if mapper is not self._auto:
-                    raise
-                points, values, stamps, quality = self._auto_text.read(device, point, payload, now)
+            return self.decode(topic, payload, client, now)
         except MalformedPayload as exc:
             d = exc.partial
             if self.on_malformed is not None:
                 self.on_malformed(topic, payload, client, "" if d is None else d.device or "", exc)
             if d is None:
                 return None
-            device, points, values, stamps, quality = d.device, d.points, d.values, d.timestamps, d.quality
+            return Batch(d.device, d.points, d.values, d.timestamps, d.quality, self.source)
+
+    def decode(self, topic: str, payload: bytes, client: str, now: float) -> Batch | None:
+        """`map` without the BAD_DECODE readings: a payload that does not decode raises
+        MalformedPayload (its `partial`: what map gives) and is not reported to `on_malformed`."""
+        t = self._targets.get((topic, client)) or self.target(topic, client)
+        if t is None:
+            return None
+        if type(t) is not tuple:
+            raise t
+        mapper, device, point = t
+        try:
+            points, values, stamps, quality = mapper.read(device, point, payload, now)
+        except MalformedPayload:
+            if mapper is not self._auto:
+                raise
+            points, values, stamps, quality = self._auto_text.read(device, point, payload, now)
         return Batch(device, points, values, stamps, quality, self.source)

@@ -12,7 +12,7 @@ import sqlite3
 
 from sitegate.cli import main
 from sitegate.dataplane.wal import connect
-from sitegate.testing import running_site
+from sitegate.testing import running_site, wait_for
 from tests.dataplane.dp_helpers import FIXTURES
 
 SITE = """
@@ -103,7 +103,7 @@ def test_older_files_are_migrated_and_dlq_tells_the_kinds_apart(tmp_path, capsys
     conn = connect(path)          # what the site does when it opens the file
     from sitegate.dataplane.wal import store_ingress_dead_letters
     conn.execute("BEGIN")
-    store_ingress_dead_letters(conn, [("mq", "", "not JSON: x", 2.0, b"{oops", "plant/a/data")], [-1, 0],
+    store_ingress_dead_letters(conn, [("mq", "", "not JSON: x", 2.0, b"{oops", "plant/a/data", "")], [-1, 0],
                                max_rows=10, max_bytes=1000)
     conn.execute("COMMIT")
     conn.close()
@@ -118,13 +118,14 @@ def test_older_files_are_migrated_and_dlq_tells_the_kinds_apart(tmp_path, capsys
     assert main(["dlq", "show", "--db", str(path), "2"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["payload_text"] == "{oops" and shown["payload_hex"] == b"{oops".hex()
-    # replay: refused for ingress ones, by id or by kind; --all replays the sink ones only
-    assert main(["dlq", "replay", "--db", str(path), "2"]) == 1
-    assert "cannot be replayed" in capsys.readouterr().out
-    assert main(["dlq", "replay", "--db", str(path), "--kind", "ingress"]) == 1
-    capsys.readouterr()
-    assert main(["dlq", "replay", "--db", str(path), "--all"]) == 0
-    assert "replayed 1 dead letter(s) (1 readings); 1 ingress dead letter(s) left" in capsys.readouterr().out
+    # replay: sink ones go back into the WAL at once; ingress ones are asked for, and with no site
+    # running to decode them they stay asked for, which replay says (and its exit status)
+    assert main(["dlq", "replay", "--db", str(path), "--all", "--wait", "0.3"]) == 1
+    out = capsys.readouterr().out
+    assert "replayed 1 sink dead letter(s) (1 readings)" in out
+    assert "ingress: 0 of 1 dead letter(s) decoded" in out and "1 not done after 0.3 s (is the site running?)" in out
+    assert main(["dlq", "list", "--db", str(path)]) == 0
+    assert "[replay asked for]" in capsys.readouterr().out
     assert main(["dlq", "purge", "--db", str(path), "--kind", "ingress"]) == 0
     assert "purged 1" in capsys.readouterr().out
     assert main(["dlq", "list", "--db", str(path)]) == 0
@@ -144,3 +145,26 @@ async def test_a_running_site_migrates_an_older_file(tmp_path):
         entry.dead_letter(b"?", source="x", error="bad")
         await entry.dead_letters_committed()
     assert [(r[0], r[1]) for r in _rows(path)] == [("sink", "out"), ("ingress", "src")]
+
+
+async def test_a_replay_asked_while_the_site_was_down_is_settled_when_it_runs(tmp_path, capsys):
+    """The request waits in the file; the started site hands it on, and an entry that cannot decode
+    again (acklog registers no on_redecode) leaves the dead letter as it is, saying why."""
+    site = _site(tmp_path)
+    async with running_site(tmp_path, site, plugin_dirs=[FIXTURES]) as host:
+        entry = host.entry("src")
+        entry.dead_letter(b"\x01\x02", source="dev/1", error="bad frame", at=1234.5)
+        await entry.dead_letters_committed()
+        path = host.services["dataplane"].wal.path
+    capsys.readouterr()
+    assert main(["dlq", "replay", "--db", str(path), "--kind", "ingress", "--wait", "0"]) == 0
+    assert "asked the site to decode 1 ingress dead letter(s) again" in capsys.readouterr().out
+    async with running_site(tmp_path, site, plugin_dirs=[FIXTURES]) as host:
+        plane = host.services["dataplane"]
+        await wait_for(lambda: plane.ingress_replays["untried"] == 1, 10, what="the asked-for replay settled")
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT error, failed_at, body, attempts, replay, note FROM dead_letters").fetchone()
+    assert row[:5] == ("bad frame", 1234.5, b"\x01\x02", 0, 0)
+    assert "entry 'src' (integration 'acklog') cannot decode its dead letters again" in row[5]
+    assert main(["dlq", "list", "--db", str(path)]) == 0
+    assert "[not replayed: entry 'src' (integration 'acklog') cannot" in capsys.readouterr().out

@@ -5,9 +5,17 @@ Two kinds of dead letters. `sink`: a sink rejected readings permanently
 the WAL for that sink with their original sequence numbers, so their msgIds are
 unchanged. `ingress`: an adapter received a message it could not decode
 (EntryContext.dead_letter); the raw payload is kept with its topic and error,
-`show` prints it, and it cannot be replayed (there are no readings to replay).
-Works while the site runs (SQLite allows the second writer; the gateway picks
-replays up within a few seconds).
+`show` prints it. Replaying them (after fixing the adapter's payload mapping)
+marks them in the file; the running site hands each to the entry that stored
+it, which decodes it again with its current mapping (EntryContext.on_redecode)
+and publishes the readings as if they had just arrived at their receive time:
+decoded ones are deleted once their readings are committed, ones that still
+fail stay with the new error and an attempt count, and ones whose entry is not
+running (or cannot decode again) stay as they are with a note saying why.
+`replay` waits for that (`--wait`, 10 s) and reports it. All of this works
+while the site runs (SQLite allows the second writer; the gateway picks
+replays up within a few seconds); ingress replays asked for while the site is
+stopped are done when it next runs.
 """
 
 from __future__ import annotations
@@ -45,12 +53,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(v)
     v.add_argument("id", type=int)
     v.set_defaults(func=cmd_show)
-    for name, fn, text in (("replay", cmd_replay, "send sink dead letters to their sink again (same msgIds)"),
+    for name, fn, text in (("replay", cmd_replay, "send sink dead letters to their sink again (same msgIds); "
+                                                  "decode ingress ones again with their adapter's current mapping "
+                                                  "(the site must run)"),
                            ("purge", cmd_purge, "delete dead letters for good")):
         v = verbs.add_parser(name, help=text)
         common(v)
         v.add_argument("ids", type=int, nargs="*", help=_WHERE_HELP)
         v.add_argument("--all", action="store_true", help="every dead letter (of --sink, if given)")
+        if name == "replay":
+            v.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                           help="ingress: wait this long for the running site to decode them and report what "
+                                "happened (default 10; 0: only ask)")
         v.set_defaults(func=fn)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -117,13 +131,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     from ..dataplane.wal import PRIORITY_NAMES
     conn, _ = _db(args)
     where, params = _selection(args, require=False)
-    rows = conn.execute(f"SELECT id, kind, sink, prio, device, seq, n, failed_at, error, source, length(body) "
-                        f"FROM dead_letters{where} ORDER BY id", params).fetchall()
+    rows = conn.execute(f"SELECT id, kind, sink, prio, device, seq, n, failed_at, error, source, length(body), "
+                        f"attempts, replay, note FROM dead_letters{where} ORDER BY id", params).fetchall()
     if args.json:
         for r in rows:
             if r[1] == "ingress":
                 print(json.dumps({"id": r[0], "kind": "ingress", "entry": r[2], "source": r[9], "device": r[4] or None,
-                                  "bytes": r[10], "failed_at": r[7], "error": r[8]}))
+                                  "bytes": r[10], "failed_at": r[7], "error": r[8], "attempts": r[11],
+                                  "replay_requested": r[12] or None, "note": r[13] or None}))
             else:
                 print(json.dumps({"id": r[0], "kind": r[1], "sink": r[2], "entry": r[2],
                                   "priority": PRIORITY_NAMES[r[3]], "device": r[4], "seq": r[5], "readings": r[6],
@@ -137,7 +152,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r[7]))
         if r[1] == "ingress":
-            print(f"{r[0]:>6}  {'ingress':<7} {r[2]:<12} {r[9]:<24} {'-':>8} {'-':>4}  {when:<19}  {r[8]}")
+            print(f"{r[0]:>6}  {'ingress':<7} {r[2]:<12} {r[9]:<24} {'-':>8} {'-':>4}  {when:<19}  {r[8]}"
+                  + _replay_state(r[11], r[12], r[13]))
         else:
             print(f"{r[0]:>6}  {r[1]:<7} {r[2]:<12} {r[4]:<24} {r[5]:>8} {r[6]:>4}  {when:<19}  {r[8]}")
     kinds = {k: sum(1 for r in rows if r[1] == k) for k in KINDS}
@@ -145,13 +161,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay_state(attempts: int, requested: float, note: str) -> str:
+    return ((f" [failed {attempts} replay(s)]" if attempts else "") + (" [replay asked for]" if requested else "")
+            + (f" [not replayed: {note}]" if note else ""))
+
+
 @_reporting
 def cmd_show(args: argparse.Namespace) -> int:
     from ..dataplane.wal import PRIORITY_NAMES, batch_of
     from ..model import message_id
     conn, site = _db(args)
-    row = conn.execute("SELECT id, sink, prio, device, seq, n, failed_at, error, body, kind, source "
-                       "FROM dead_letters WHERE id=?", (args.id,)).fetchone()
+    row = conn.execute("SELECT id, sink, prio, device, seq, n, failed_at, error, body, kind, source, context, "
+                       "attempts, replay, note FROM dead_letters WHERE id=?", (args.id,)).fetchone()
     if row is None:
         raise SitegateError(f"no dead letter with id {args.id}")
     if row[9] == "ingress":
@@ -161,8 +182,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         except UnicodeDecodeError:
             text = None
         print(json.dumps({"id": row[0], "kind": "ingress", "entry": row[1], "source": row[10],
-                          "device": row[3] or None, "error": row[7], "failed_at": row[6], "bytes": len(payload),
-                          "payload_text": text, "payload_hex": payload.hex()}, indent=2))
+                          "device": row[3] or None, "context": row[11] or None, "error": row[7], "failed_at": row[6],
+                          "attempts": row[12], "replay_requested": row[13] or None, "note": row[14] or None,
+                          "bytes": len(payload), "payload_text": text, "payload_hex": payload.hex()}, indent=2))
         return 0
     b = batch_of(row[3], row[4], row[8])
     out = {"id": row[0], "sink": row[1], "priority": PRIORITY_NAMES[row[2]], "device": row[3], "error": row[7],
@@ -177,26 +199,51 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     conn, _ = _db(args)
     where, params = _selection(args)
-    if args.kind == "ingress" or (args.ids and conn.execute(
-            f"SELECT count(*) FROM dead_letters{where} AND kind='ingress'", params).fetchone()[0]):
-        raise SitegateError("ingress dead letters cannot be replayed: they are payloads that did not decode, "
-                            "there are no readings to send. See one with `dlq show ID` (its payload), fix the "
-                            "adapter's payload mapping or the device, then `dlq purge` them")
-    ingress = conn.execute(f"SELECT count(*) FROM dead_letters{where}{' AND' if where else ' WHERE'} "
-                           "kind='ingress'", params).fetchone()[0]
-    where += (" AND" if where else " WHERE") + " kind='sink'"
+    where += " AND" if where else " WHERE"
     conn.execute("BEGIN IMMEDIATE")
-    rows = conn.execute(f"SELECT id, sink, prio, device, seq, n, body FROM dead_letters{where} ORDER BY id",
-                        params).fetchall()
+    rows = conn.execute(f"SELECT id, sink, prio, device, seq, n, body FROM dead_letters{where} kind='sink' "
+                        "ORDER BY id", params).fetchall()
     now = time.time()
     conn.executemany("INSERT INTO wal_records(prio, device, seq, n, targets, created, size, body) "
                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                      [(r[2], r[3], r[4], r[5], f",{r[1]},", now, len(r[6]), r[6]) for r in rows])
     conn.executemany("DELETE FROM dead_letters WHERE id=?", [(r[0],) for r in rows])
+    # Ingress ones are asked for: the running site's data plane hands them to their entries.
+    asked = [r[0] for r in conn.execute(f"SELECT id FROM dead_letters{where} kind='ingress' ORDER BY id", params)]
+    conn.executemany("UPDATE dead_letters SET replay=?, note='' WHERE id=?", [(now, i) for i in asked])
     conn.execute("COMMIT")
-    print(f"replayed {len(rows)} dead letter(s) ({sum(r[5] for r in rows)} readings)"
-          + (f"; {ingress} ingress dead letter(s) left as they are (they cannot be replayed)" if ingress else ""))
-    return 0
+    if rows or not asked:
+        print(f"replayed {len(rows)} sink dead letter(s) ({sum(r[5] for r in rows)} readings)")
+    return _ingress_outcome(conn, asked, args.wait) if asked else 0
+
+
+def _ingress_outcome(conn: sqlite3.Connection, asked: list[int], wait: float) -> int:
+    """Wait up to `wait` s for the running site to settle the asked-for ingress replays; report them."""
+    deadline = time.monotonic() + max(0.0, wait)
+    marks = ",".join("?" * len(asked))
+    while True:
+        left = {r[0]: r[1:] for r in conn.execute(
+            f"SELECT id, replay, error, attempts, note FROM dead_letters WHERE id IN ({marks})", asked)}
+        pending = [i for i, r in left.items() if r[0]]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if wait <= 0:
+        print(f"asked the site to decode {len(asked)} ingress dead letter(s) again; `dlq list` shows how it went")
+        return 0
+    decoded = len(asked) - len(left)
+    failed = [(i, r[1]) for i, r in left.items() if not r[0] and not r[3]]
+    untried = [(i, r[3]) for i, r in left.items() if not r[0] and r[3]]
+    print(f"ingress: {decoded} of {len(asked)} dead letter(s) decoded with the current mapping, their readings "
+          "committed and the dead letters deleted")
+    for i, error in failed:
+        print(f"  {i}: still fails: {error}")
+    for i, why in untried:
+        print(f"  {i}: not replayed: {why}")
+    if pending:
+        print(f"  {len(pending)} not done after {wait:g} s (is the site running?); they stay asked for and the "
+              "site decodes them when it runs")
+    return 0 if decoded == len(asked) else 1
 
 
 @_reporting

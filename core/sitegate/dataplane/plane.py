@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..config.schema import Site
+from ..entries import EntryState, IngressDeadLetter
 from ..errors import ConfigError, PluginLoadError
 from ..model import Event, Severity
 from ..plugins import ProcessorContext
@@ -26,7 +27,8 @@ from .privacy import PrivacyGuard
 from .retention import Retention, read_drops
 from .routes import RouteTable, compile_route
 from .stage import RouteStage
-from .wal import CRITICAL, LOW, NORMAL, WalClosed, WriteAheadLog, store_ingress_dead_letters
+from .wal import (CRITICAL, LOW, NORMAL, WalClosed, WriteAheadLog, requested_ingress_replays,
+                  settle_ingress_replays, store_ingress_dead_letters)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..host import SiteHost
@@ -50,6 +52,9 @@ class DataPlane:
     ingress_dead_letters_max = 10_000
     ingress_dead_letters_budget_share = 0.05
     ingress_payload_max = 64 * 1024
+    # `sitegate dlq replay` of ingress dead letters: looked for this often, handed to entries this many at a time.
+    replay_every = 1.0
+    replay_batch = 500
 
     def __init__(self, host: "SiteHost"):
         self.host = host
@@ -72,6 +77,8 @@ class DataPlane:
         self._dl_totals = [-1, 0]                    # ingress rows and payload bytes (writer thread)
         self.ingress_dead_letters = {"stored": 0, "removed_by_cap": 0, "lost": 0, "write_failures": 0}
         self._dl_warned = 0.0
+        self.ingress_replays = {"decoded": 0, "failed_again": 0, "untried": 0}
+        self._applied = False                        # the first apply (every entry started once) is done
         self._configure(site)
 
     def emit(self, event: Event) -> None:
@@ -116,6 +123,7 @@ class DataPlane:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._guarded, self._flush_loop, "processor flush")
                 nursery.start_soon(self._guarded, self._retention_loop, "retention")
+                nursery.start_soon(self._guarded, self._replay_loop, "ingress dead-letter replay")
 
     async def _guarded(self, loop, what: str) -> None:
         while True:
@@ -142,6 +150,7 @@ class DataPlane:
 
     # --- routes ----------------------------------------------------------------------
     def _on_apply(self, host: "SiteHost") -> None:
+        self._applied = True
         self._configure(host.loaded.site)
         self.rebuild_routes()
 
@@ -281,13 +290,14 @@ class DataPlane:
 
     # --- ingress dead letters ----------------------------------------------------------------
     def dead_letter_ingress(self, entry_id: str, payload: bytes, *, source: str, error: str,
-                            device: str | None = None, at: float | None = None) -> None:
+                            device: str | None = None, at: float | None = None, context: str = "") -> None:
         """Store a received payload that could not be decoded (see EntryContext.dead_letter); never blocks."""
         payload = bytes(payload)
         if len(payload) > self.ingress_payload_max:
             error = f"{error} (payload cut to its first {self.ingress_payload_max} of {len(payload)} bytes)"
             payload = payload[:self.ingress_payload_max]
-        row = (entry_id, device or "", str(error), time.time() if at is None else float(at), payload, str(source))
+        row = (entry_id, device or "", str(error), time.time() if at is None else float(at), payload, str(source),
+               str(context))
         with self._dl_lock:
             self._dl_rows.append(row)
             queued, self._dl_queued = self._dl_queued, True
@@ -340,6 +350,86 @@ class DataPlane:
                         "the oldest are removed (%d so far this run)", self.ingress_dead_letters_max,
                         100 * self.ingress_dead_letters_budget_share, counts["removed_by_cap"])
 
+    # --- replaying ingress dead letters (`sitegate dlq replay`) ------------------------------
+    async def _replay_loop(self) -> None:
+        while True:
+            await trio.sleep(self.replay_every)
+            while True:
+                done = await self.replay_ingress()
+                if done["requested"] < self.replay_batch or done["requested"] == done["waiting"]:
+                    break                            # else more may be asked for: go on at once
+
+    async def replay_ingress(self) -> dict[str, int]:
+        """Hand the ingress dead letters asked for (`sitegate dlq replay` sets `replay` in the file)
+        to the entries that stored them, to decode again with their current mapping
+        (EntryContext.on_redecode). Decoded: deleted once the readings are committed. Failing
+        again: kept with the new error and one more attempt. Entry not running, or unable to
+        decode again: kept as they are, `note` says why. Entries being set up (or the site being
+        applied) are waited for. Returns counts of this round."""
+        out = {"requested": 0, "decoded": 0, "failed_again": 0, "untried": 0, "waiting": 0}
+        if not self._applied or self.host._apply_lock.locked():
+            return out
+        rows = await self.wal.call(lambda conn: requested_ingress_replays(conn, self.replay_batch))
+        out["requested"] = len(rows)
+        by_entry: dict[str, list] = {}
+        for r in rows:
+            by_entry.setdefault(r[1], []).append(r)
+        decoded: list[int] = []
+        failed: list[tuple[int, str]] = []
+        untried: list[tuple[int, str]] = []
+        for entry_id, letters in by_entry.items():
+            why, fn = self._redecoder(entry_id)
+            if fn is None:
+                if why is None:
+                    out["waiting"] += len(letters)       # being set up: next round
+                else:
+                    untried += [(r[0], why) for r in letters]
+                continue
+            batch = [IngressDeadLetter(r[0], bytes(r[2]), r[3], r[4], r[5] or None, r[6], r[7]) for r in letters]
+            try:
+                results = list(await fn(batch))
+                if len(results) != len(batch):
+                    raise ValueError(f"returned {len(results)} results for {len(batch)} dead letters")
+            except Exception as exc:  # noqa: BLE001 - an integration's bug must not stop the others
+                log.exception("entry %s: decoding dead letters again failed", entry_id)
+                untried += [(r[0], f"entry {entry_id!r} failed to decode them again: {type(exc).__name__}: {exc}")
+                            for r in letters]
+                continue
+            for r, result in zip(letters, results):
+                if result is None:
+                    decoded.append(r[0])
+                else:
+                    failed.append((r[0], str(result)))
+        if decoded or failed or untried:
+            await self.wal.call(lambda conn: settle_ingress_replays(conn, decoded, failed, untried, self._dl_totals))
+        out.update(decoded=len(decoded), failed_again=len(failed), untried=len(untried))
+        for key in ("decoded", "failed_again", "untried"):
+            self.ingress_replays[key] += out[key]
+        if decoded or failed or untried:
+            self.emit(Event("dlq.replayed", "core", severity=Severity.WARNING if failed or untried else Severity.INFO,
+                            message=f"ingress dead letters replayed: {len(decoded)} decoded, {len(failed)} failed "
+                                    f"again, {len(untried)} not tried" + (f" ({untried[0][1]})" if untried else ""),
+                            data={k: out[k] for k in ("decoded", "failed_again", "untried")}))
+        return out
+
+    def _redecoder(self, entry_id: str) -> tuple[str | None, Any]:
+        """(None, fn): the entry decodes again with fn; (None, None): it is being set up, wait;
+        (why, None): it cannot now."""
+        runner = self.host.runners.get(entry_id)
+        if runner is None:
+            spec = next((e for e in self.host.loaded.site.entries if e.id == entry_id), None)
+            return (f"entry {entry_id!r} is " + ("disabled" if spec is not None and spec.disabled
+                                                 else "not in the site"), None)
+        ctx = runner.ctx
+        if ctx.state in (EntryState.SETUP_IN_PROGRESS, EntryState.UNLOAD_IN_PROGRESS):
+            return None, None
+        if ctx.state is not EntryState.LOADED:
+            return f"entry {entry_id!r} is not running ({ctx.state}{': ' + ctx.reason if ctx.reason else ''})", None
+        if ctx.redecoder is None:
+            return (f"entry {entry_id!r} (integration {ctx.domain!r}) cannot decode its dead letters again; "
+                    "`dlq show` them, `dlq purge` them", None)
+        return None, ctx.redecoder
+
     # --- questions ----------------------------------------------------------------------
     async def drop_counts(self) -> dict[str, dict[str, int]]:
         """Every drop recorded in the file (all runs), by "<priority>/<reason>"."""
@@ -363,6 +453,7 @@ class DataPlane:
                 "committed_readings": self.wal.committed_readings, "unrouted": self.table.unrouted,
                 "drops": dict(self.drops), "privacy_withheld": self.privacy.withheld,
                 "ingress_dead_letters": dict(self.ingress_dead_letters),
+                "ingress_replays": dict(self.ingress_replays),
                 "sinks": {k: {**d.describe(), "backlog": self.sink_status()[k]["backlog"]}
                           for k, d in self.deliveries.items()}}
 

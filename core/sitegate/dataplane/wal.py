@@ -61,15 +61,26 @@ CREATE TABLE IF NOT EXISTS dead_letters(
     failed_at REAL NOT NULL,
     body BLOB NOT NULL,
     kind TEXT NOT NULL DEFAULT 'sink',
-    source TEXT NOT NULL DEFAULT '');
+    source TEXT NOT NULL DEFAULT '',
+    context TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    replay REAL NOT NULL DEFAULT 0,
+    note TEXT NOT NULL DEFAULT '');
 """
 
 # Dead letters are of two kinds. `sink`: readings a sink rejected permanently (delivery.py);
 # `sink` is that sink, `body` the readings (encode_body), replayable. `ingress`: a message an
 # adapter received and could not decode (EntryContext.dead_letter); `sink` is the adapter's
 # entry, `source` where it came from (an MQTT topic), `device` the device if known, `body`
-# the raw payload, `n` 0. Files made before `kind` existed are migrated when opened.
-DEAD_LETTER_COLUMNS = {"kind": "TEXT NOT NULL DEFAULT 'sink'", "source": "TEXT NOT NULL DEFAULT ''"}
+# the raw payload, `n` 0, `context` what else the adapter needs to decode it again (mqttsn: the
+# client id). `sitegate dlq replay` sets `replay` (the time it asked; 0: not asked) and the running
+# site hands the payload to its entry to decode again (DataPlane.replay_ingress): decoded, the row
+# is deleted once the readings are committed; failing again, `error` is the new error and
+# `attempts` counts; not tried (the entry is not running, or cannot decode again), `note` says why.
+# Files made before a column existed are migrated when opened.
+DEAD_LETTER_COLUMNS = {"kind": "TEXT NOT NULL DEFAULT 'sink'", "source": "TEXT NOT NULL DEFAULT ''",
+                       "context": "TEXT NOT NULL DEFAULT ''", "attempts": "INTEGER NOT NULL DEFAULT 0",
+                       "replay": "REAL NOT NULL DEFAULT 0", "note": "TEXT NOT NULL DEFAULT ''"}
 
 
 def migrate(conn: sqlite3.Connection) -> None:
@@ -79,18 +90,19 @@ def migrate(conn: sqlite3.Connection) -> None:
         if name not in have:
             conn.execute(f"ALTER TABLE dead_letters ADD COLUMN {name} {decl}")
     conn.execute("CREATE INDEX IF NOT EXISTS dead_letters_kind ON dead_letters(kind, id)")
+    conn.execute("CREATE INDEX IF NOT EXISTS dead_letters_replay ON dead_letters(replay) WHERE replay > 0")
 
 
 def store_ingress_dead_letters(conn: sqlite3.Connection, rows: list[tuple], totals: list[int], *,
                                max_rows: int, max_bytes: int) -> int:
-    """Insert ingress dead letters (entry, device, error, failed_at, payload, source), then delete the
+    """Insert ingress dead letters (entry, device, error, failed_at, payload, source, context), then delete the
     oldest ingress ones beyond `max_rows` rows or `max_bytes` of payloads; returns how many went.
 
     `totals` is [rows, bytes] of the ingress dead letters, kept by the caller between calls
     (start with [-1, 0]); it is counted again before anything is deleted (`dlq purge` may
     have removed some meanwhile)."""
-    conn.executemany("INSERT INTO dead_letters(kind, sink, prio, device, seq, n, error, failed_at, body, source) "
-                     "VALUES ('ingress', ?, 1, ?, 0, 0, ?, ?, ?, ?)", rows)
+    conn.executemany("INSERT INTO dead_letters(kind, sink, prio, device, seq, n, error, failed_at, body, source, "
+                     "context) VALUES ('ingress', ?, 1, ?, 0, 0, ?, ?, ?, ?, ?)", rows)
 
     def recount() -> None:
         totals[:] = conn.execute("SELECT count(*), coalesce(sum(length(body)), 0) FROM dead_letters "
@@ -116,6 +128,27 @@ def store_ingress_dead_letters(conn: sqlite3.Connection, rows: list[tuple], tota
         conn.execute("DELETE FROM dead_letters WHERE kind='ingress' AND id<=?", (cut,))
         totals[:] = [count, size]
     return removed
+
+
+def requested_ingress_replays(conn: sqlite3.Connection, limit: int) -> list[tuple]:
+    """Ingress dead letters `sitegate dlq replay` asked for, oldest first: (id, entry, payload, source,
+    failed_at, device, context, attempts)."""
+    return conn.execute("SELECT id, sink, body, source, failed_at, device, context, attempts FROM dead_letters "
+                        "WHERE replay > 0 AND kind='ingress' ORDER BY id LIMIT ?", (limit,)).fetchall()
+
+
+def settle_ingress_replays(conn: sqlite3.Connection, decoded: Sequence[int], failed: Sequence[tuple[int, str]],
+                           untried: Sequence[tuple[int, str]], totals: list[int] | None = None) -> None:
+    """Record what replaying ingress dead letters gave: `decoded` ids are deleted (call once their
+    readings are committed), `failed` (id, error) keep the new error with one more attempt,
+    `untried` (id, why) keep everything but `note`; the request is done for all of them."""
+    if decoded:
+        conn.executemany("DELETE FROM dead_letters WHERE id=? AND kind='ingress'", [(i,) for i in decoded])
+        if totals is not None:
+            totals[:] = [-1, 0]           # counted again at the next store
+    conn.executemany("UPDATE dead_letters SET error=?, attempts=attempts+1, replay=0, note='' WHERE id=?",
+                     [(error, i) for i, error in failed])
+    conn.executemany("UPDATE dead_letters SET replay=0, note=? WHERE id=?", [(why, i) for i, why in untried])
 
 
 # --- record bodies: the batch's columns, packed once at append --------------------------
