@@ -36,3 +36,40 @@ entries:
     assert "Traceback" not in text, text
     assert (f"error: site.yaml: api: cannot serve the WebSocket API and dashboard on 127.0.0.1:{port} "
             f"(Address already in use); set api.port to a free port (0 picks one)") in out.stdout, text
+
+
+def _adapter_site(folder: Path) -> None:
+    (folder / "site.yaml").write_text("site: mine\nentries:\n  - {id: dev, domain: acme_meter, config: {interval: 1s}}\n")
+
+
+def test_dev_plugins_pointing_at_the_integration_itself_names_the_folder_to_give(tmp_path):
+    # The most natural slip: `--dev-plugins acme_meter` instead of the folder that holds it.
+    assert sitegate("plugin", "new", "acme_meter", "--kind", "adapter", cwd=tmp_path).returncode == 0
+    _adapter_site(tmp_path)
+    for command in ("check", "run"):
+        out = sitegate(command, "site.yaml", "--dev-plugins", "acme_meter", cwd=tmp_path, timeout=60)
+        assert out.returncode != 0, out.stdout
+        assert ("--dev-plugins acme_meter: this is an integration folder itself (it holds manifest.json); "
+                "give the folder that holds it: --dev-plugins .") in out.stdout + out.stderr, command
+    # ... and given the way the message says, it loads.
+    out = sitegate("check", "site.yaml", "--dev-plugins", ".", cwd=tmp_path)
+    assert out.returncode == 0 and "OK site.yaml" in out.stdout, out.stdout + out.stderr
+
+
+def test_dev_plugins_that_do_not_exist_are_refused_with_the_full_path(tmp_path):
+    _adapter_site(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    for given, what in (("plugns", "no such folder"), ("a-file", "not a folder")):
+        out = sitegate("check", "site.yaml", "--dev-plugins", given, cwd=tmp_path)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert f"error: --dev-plugins {given}: {what} ({tmp_path / given})" in out.stderr, out.stderr
+        assert "available integrations: none" not in out.stdout
+
+
+def test_no_registry_says_where_it_was_looked_for_and_how_to_get_one(tmp_path):
+    # Outside the checkout, the default ./registry is not there.
+    _adapter_site(tmp_path)
+    out = sitegate("check", "site.yaml", cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"no signed registry at registry ({tmp_path / 'registry'})" in out.stderr, out.stderr
+    assert "`make registry`" in out.stderr and "`sitegate registry init`" in out.stderr

@@ -7,6 +7,7 @@ the signed registry by default, unsigned folders only with ``--dev-plugins``.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,22 +30,48 @@ def add_plugin_source_args(parser: argparse.ArgumentParser) -> None:
                             "runtime.state_dir or .sitegate/ beside the site file)")
 
 
+_SOURCE_HINT = "give --registry DIR, or --dev-plugins DIR to load unsigned plugin folders at your desk"
+
+
+def check_registry_folder(registry: Path) -> None:
+    """Raise SitegateError ("no plugin source: ...") unless `registry` is a folder, saying where it was
+    looked for (a relative default is relative to the current folder) and how to get one."""
+    if registry.is_dir():
+        return
+    where = str(registry) if registry.is_absolute() else f"{registry} ({registry.absolute()})"
+    raise SitegateError(f"no plugin source: no signed registry at {where}; {_SOURCE_HINT} (in a sitegate "
+                        f"checkout `make registry` makes the development one; `sitegate registry init` a new one)")
+
+
+def dev_folder_source(dirs: list[Path]) -> "PluginSource":
+    """The unsigned source of ``--dev-plugins DIR...`` (it prints the loud warning). Each DIR holds
+    integration folders; a DIR that is missing, or is an integration folder itself, is refused."""
+    for folder in dirs:
+        if not folder.is_dir():
+            what = "not a folder" if folder.exists() else "no such folder"
+            raise SitegateError(f"--dev-plugins {folder}: {what} ({folder.absolute()})")
+        if (folder / "manifest.json").is_file():
+            parent = folder.absolute().parent
+            shown = os.path.relpath(parent) if parent.is_relative_to(Path.cwd()) else str(parent)
+            raise SitegateError(f"--dev-plugins {folder}: this is an integration folder itself (it holds "
+                                f"manifest.json); give the folder that holds it: --dev-plugins {shown}")
+    from ..loader import DevFolderSource
+    return DevFolderSource(*dirs)
+
+
 def plugin_source_from_args(args: argparse.Namespace, loaded: "LoadedSite | None" = None) -> "PluginSource":
     """The plugin source the arguments ask for. The registry needs the site's pins: from `loaded`,
     or read from ``args.site``. Raises SitegateError ("no plugin source: ...") when there is none."""
     dev = list(getattr(args, "dev_plugins", None) or [])
     if dev:
-        from ..loader import DevFolderSource
-        return DevFolderSource(*dev)   # prints the loud warning
+        return dev_folder_source(dev)
     registry = Path(getattr(args, "registry", None) or "registry")
-    hint = "give --registry DIR, or --dev-plugins DIR to load unsigned plugin folders at your desk"
     try:
         from ..registry.source import RegistrySource
     except ImportError as exc:
         raise SitegateError(f"no plugin source: the signed registry is not available in this build ({exc}); "
-                            f"{hint}") from None
-    if not registry.is_dir():
-        raise SitegateError(f"no plugin source: no signed registry at {registry}; {hint}")
+                            f"{_SOURCE_HINT}") from None
+    check_registry_folder(registry)
     from ..config import load_site
     from ..config.changes import state_dir_for
     if loaded is None:

@@ -14,13 +14,11 @@ from ..errors import ConfigError, SitegateError
 
 
 def _source(dev: list[Path], registry: Path, state: Path, domain: str):
+    from .common import check_registry_folder, dev_folder_source
     if dev:
-        from ..loader import DevFolderSource
-        return DevFolderSource(*dev)
+        return dev_folder_source(dev)
     from ..registry.source import RegistrySource
-    if not registry.is_dir():
-        raise SitegateError(f"no plugin source: no signed registry at {registry}; give --registry DIR, "
-                            "or --dev-plugins DIR to load unsigned plugin folders at your desk")
+    check_registry_folder(registry)
     return RegistrySource(registry, state, {domain: ""})
 
 
