@@ -65,6 +65,8 @@ async def test_twins_follow_firmware_and_config_rollouts_and_subscribers_see_it(
         await wait_for(lambda: twin_is("reported_config", lambda node: "0"), 5, what="config version in every twin")
         assert twins.get(f"{ENTRY}.n0004")["entry"] == ENTRY
 
+        progress = []
+        host.events.add_callback(lambda e: progress.append(e) if e.kind == "rollout.device" else None)
         async with api_client(host, role="viewer") as ws:
             sub = (await ws.call("subscribe_events", kinds=["device.*"]))["id"]
 
@@ -80,6 +82,7 @@ async def test_twins_follow_firmware_and_config_rollouts_and_subscribers_see_it(
                                policy=RolloutPolicy(soak=0.05, device_timeout=10, health_window=3))
             assert (await completed(engine, rid))["succeeded"] == 12
             assert {d: twins.get(d)["fw_version"] for d in ids} == {d: "1.1.0" for d in ids}
+            assert {e.data["twin"] for e in progress} == set(ids)   # progress events name the twin too
             assert {d: twins.get(d)["hw_version"] for d in ids} == {d: n.hw for d, n in ids.items()}
             declared = await device_events(lambda seen: {e["device"] for e in seen
                                                          if e["kind"] == "device.declared"} >= set(ids))

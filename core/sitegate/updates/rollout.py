@@ -346,6 +346,8 @@ class RolloutEngine:
         data = {"rollout": rollout_id, "state": r.get("state"), "wave": r.get("wave"), "waves": r.get("waves"),
                 "done": counts["executed"], "total": counts["total"], "succeeded": counts["succeeded"],
                 "failed": counts["failed"], "reason": r.get("reason", ""), **data}
+        if device is not None and r.get("entry"):
+            data["twin"] = f"{r['entry']}.{device}"   # the site device: entry.device_name(device) of the handler's entry
         try:
             self._emit(Event(kind, "rollouts", device, None, severity, message, data))
         except Exception:  # noqa: BLE001 - a broken subscriber must not stop a rollout
