@@ -73,3 +73,14 @@ def test_no_registry_says_where_it_was_looked_for_and_how_to_get_one(tmp_path):
     assert out.returncode == 2, out.stdout + out.stderr
     assert f"no signed registry at registry ({tmp_path / 'registry'})" in out.stderr, out.stderr
     assert "`make registry`" in out.stderr and "`sitegate registry init`" in out.stderr
+
+
+def test_plugin_new_refuses_a_name_that_would_shadow_a_module_its_tests_import(tmp_path):
+    # A plugin folder called `sitegate` (or `json`, `trio`) hides that module from its own tests.
+    for name, where in (("sitegate", str(REPO / "core" / "sitegate")), ("json", "the Python standard library"),
+                        ("trio", "trio")):
+        out = sitegate("plugin", "new", name, "--kind", "sink", cwd=tmp_path)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert f"error: NAME {name!r} is already the name of a Python module (" in out.stderr, out.stderr
+        assert where in out.stderr and f"(e.g. 'acme_{name}')" in out.stderr, out.stderr
+    assert list(tmp_path.iterdir()) == []

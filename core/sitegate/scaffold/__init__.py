@@ -7,9 +7,11 @@ passes its own tests and loads in a site as it is (tests/examples checks both).
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import re
 import string
+import sys
 from pathlib import Path
 
 from .. import CORE_API_VERSION
@@ -75,6 +77,11 @@ def create_integration(name: str, kind: str, dest: Path | str = ".", *, title: s
     if name in taken:
         raise ScaffoldError(f"NAME {name!r} is the domain of a first-party integration; a site can load only one "
                             f"integration per domain, so choose another (e.g. {'acme_' + name!r})")
+    shadowed = _importable_elsewhere(name)
+    if shadowed:
+        raise ScaffoldError(f"NAME {name!r} is already the name of a Python module ({shadowed}); a plugin folder of that "
+                            f"name would hide it, or be hidden by it, when its tests run, so choose another "
+                            f"(e.g. {'acme_' + name!r})")
     if kind not in KINDS:
         raise ScaffoldError(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
     if not (TEMPLATES / kind).is_dir():
@@ -106,6 +113,19 @@ def create_integration(name: str, kind: str, dest: Path | str = ".", *, title: s
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return folder
+
+
+def _importable_elsewhere(name: str) -> str | None:
+    """Where a module called `name` is importable from, not counting the current folder: the standard
+    library, sitegate itself or an installed package (e.g. 'sitegate', 'json', 'trio'); None if nowhere."""
+    if name in sys.stdlib_module_names or name in sys.builtin_module_names:
+        return "the Python standard library"
+    if name in sys.modules:
+        return f"at {getattr(sys.modules[name], '__file__', None) or 'a built-in module'}"
+    here = Path.cwd().resolve()
+    paths = [p for p in sys.path if p and Path(p).resolve() != here]
+    spec = importlib.machinery.PathFinder.find_spec(name, paths)
+    return f"at {spec.origin or next(iter(spec.submodule_search_locations or []), '?')}" if spec else None
 
 
 def _first_party_domains() -> set[str]:
