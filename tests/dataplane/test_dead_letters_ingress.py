@@ -1,8 +1,9 @@
 """Ingress dead letters: payloads an adapter could not decode, kept raw in the WAL's dead-letter table.
 
 entry.dead_letter stores every one (batched through the WAL's writer, nothing blocks),
-within a cap; `sitegate dlq` lists, shows and purges them beside sink dead letters and
-refuses to replay them.
+within a cap; `sitegate dlq` lists, shows and purges them beside sink dead letters, and
+`dlq replay` asks the running site to hand them back to their entry, which decodes them again
+with its current mapping (EntryContext.on_redecode; the mqtt and mqttsn tests do it end to end).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import trio
+
 from sitegate.cli import main
 from sitegate.dataplane.wal import connect
-from sitegate.testing import running_site, wait_for
+from sitegate.testing import Recorder, running_site, wait_for
 from tests.dataplane.dp_helpers import FIXTURES
 
 SITE = """
@@ -168,3 +171,62 @@ async def test_a_replay_asked_while_the_site_was_down_is_settled_when_it_runs(tm
     assert "entry 'src' (integration 'acklog') cannot decode its dead letters again" in row[5]
     assert main(["dlq", "list", "--db", str(path)]) == 0
     assert "[not replayed: entry 'src' (integration 'acklog') cannot" in capsys.readouterr().out
+
+
+async def test_the_entry_decodes_them_again_and_they_go_only_after_its_readings_are_committed(tmp_path, capsys):
+    """The data plane's side of `dlq replay`, with a redecoder registered through the public API
+    (as an adapter does in setup_entry): results per letter, errors kept, a redecoder that raises
+    leaves every letter it was given in place."""
+    from sitegate.entries import IngressDeadLetter
+    from sitegate.model import Batch
+
+    async with running_site(tmp_path, _site(tmp_path), plugin_dirs=[FIXTURES]) as host:
+        entry = host.entry("src")
+        plane = host.services["dataplane"]
+        path = plane.wal.path
+        seen: list[IngressDeadLetter] = []
+        present_while_decoding: list[int] = []
+
+        async def redecode(letters: list[IngressDeadLetter]) -> list[str | None]:
+            seen.extend(letters)
+            with sqlite3.connect(path) as db:       # nothing is deleted before we return
+                present_while_decoding.append(db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+            if any(dl.payload == b"crash" for dl in letters):
+                raise RuntimeError("decoder bug")
+            results: list[str | None] = []
+            for dl in letters:
+                point, _, value = dl.payload.decode().partition("=")
+                if not value:
+                    results.append(f"{dl.source}: no '=' in {dl.payload!r}")
+                    continue
+                await entry.publish(Batch("src.fixed", [point], [float(value)], [dl.received_at]))
+                results.append(None)
+            return results
+
+        entry.on_redecode(redecode)
+        for i, payload in enumerate((b"t=1.5", b"garbage", b"h=40")):
+            entry.dead_letter(payload, source=f"dev/{i}", error="old mapping", at=100.0 + i, context=f"c{i}")
+        await entry.dead_letters_committed()
+        rec = Recorder(host)
+        assert await trio.to_thread.run_sync(main, ["dlq", "replay", "--db", str(path), "--all"]) == 1
+        out = capsys.readouterr().out
+        assert "ingress: 2 of 3 dead letter(s) decoded" in out and "  2: still fails: dev/1: no '=' in b'garbage'" in out
+        assert [(dl.id, dl.payload, dl.source, dl.received_at, dl.context, dl.attempts) for dl in seen] == [
+            (1, b"t=1.5", "dev/0", 100.0, "c0", 0), (2, b"garbage", "dev/1", 101.0, "c1", 0),
+            (3, b"h=40", "dev/2", 102.0, "c2", 0)]
+        assert present_while_decoding == [3]
+        assert rec.readings("src.fixed") == [("src.fixed", "t", 1.5, 100.0), ("src.fixed", "h", 40.0, 102.0)]
+        # Again: the one left is handed over with its attempt, and fails again.
+        seen.clear()
+        assert await trio.to_thread.run_sync(main, ["dlq", "replay", "--db", str(path), "2"]) == 1
+        assert [(dl.id, dl.attempts) for dl in seen] == [(2, 1)]
+        # A redecoder that raises: every letter it was given stays as it was, with the reason.
+        entry.dead_letter(b"crash", source="dev/9", error="old mapping", at=109.0)
+        await entry.dead_letters_committed()
+        capsys.readouterr()
+        assert await trio.to_thread.run_sync(main, ["dlq", "replay", "--db", str(path), "--all"]) == 1
+        out = capsys.readouterr().out
+        assert "not replayed: entry 'src' failed to decode them again: RuntimeError: decoder bug" in out
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT id, error, attempts, replay FROM dead_letters ORDER BY id").fetchall()
+    assert rows == [(2, "dev/1: no '=' in b'garbage'", 2, 0), (4, "old mapping", 0, 0)]
