@@ -20,10 +20,14 @@ def cmd_new(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     where = Path(args.dir)
+    steps = [(f"python -m pytest {args.name}/tests", "its own tests, in a real site"),
+             ("sitegate check site.yaml --dev-plugins .", f"the site in {args.name}/README.md, saved as site.yaml"),
+             (f"sitegate plugin build {args.name}", "then sign and publish it: docs/publishing.md")]
+    width = max(len(command) for command, _ in steps)
     print(f"created {folder}/ ({args.kind}): manifest.json, __init__.py, tests/test_{args.name}.py, README.md\n"
-          f"next, from {where}:\n"
-          f"  python -m pytest {args.name}/tests\n"
-          f"  sitegate plugin build {args.name}")
+          f"next, from {where}:")
+    for command, why in steps:
+        print(f"  {command:<{width}}   # {why}")
     return 0
 
 
