@@ -26,3 +26,19 @@ sys.exit(cli.main(["check", "x.yaml"]))
                           env={"CODE": code, "PATH": "/usr/bin:/bin"})
     assert done.stdout.splitlines() == ["line 0", "status=141"], done.stdout + done.stderr
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_every_verb_help_opens_with_what_the_verb_does():
+    from sitegate import cli
+
+    def verbs(parser, path=()):
+        for action in parser._subparsers._group_actions if parser._subparsers else ():
+            for name, sub in action.choices.items():
+                yield (*path, name), sub
+                yield from verbs(sub, (*path, name))
+
+    found = dict(verbs(cli.build_parser()))
+    assert {("run",), ("status",), ("diff",), ("plugin", "new"), ("token", "create")} <= set(found)
+    missing = [" ".join(path) for path, parser in found.items() if not parser.description]
+    assert not missing, f"`sitegate VERB --help` without a description: {missing}"
+    assert found[("run",)].format_help().split("\n\n")[1].startswith("Run a site until SIGINT/SIGTERM")

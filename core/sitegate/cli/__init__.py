@@ -39,7 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # verb group not built yet
             raise
         module.register(sub)
+    _describe(parser)
     return parser
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    # `sitegate VERB --help` opens with what the verb does: a verb without a description of its own
+    # gets the one-line help its group lists, at every level (`sitegate plugin new --help` too).
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        helps = {choice.dest: choice.help for choice in action._choices_actions}
+        for name, verb in action.choices.items():
+            if verb.description is None and helps.get(name):
+                verb.description = helps[name][:1].upper() + helps[name][1:] + "."
+            _describe(verb)
 
 
 def main(argv: list[str] | None = None) -> int:
