@@ -102,3 +102,12 @@ def test_plugin_new_next_steps_work_as_printed_and_a_bad_interval_reads_as_a_dur
     done = sitegate(*command.split()[1:], cwd=tmp_path)
     assert done.returncode == 1, done.stdout
     assert "interval: expected a positive duration, got 0 s" in done.stdout, done.stdout
+
+
+def test_a_misspelt_domain_is_reported_without_a_manifest_path_that_does_not_exist(tmp_path):
+    (tmp_path / "site.yaml").write_text("site: x\nentries:\n  - {id: line, domain: simulater}\n")
+    out = sitegate("check", "site.yaml", "--registry", REPO / "registry", cwd=tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert ("site.yaml:3: entries[0].domain: integration 'simulater' cannot be used: plugin 'simulater': "
+            f"refused (not-found): no signed plugin 'simulater' in the registry at {REPO / 'registry'}") in out.stdout
+    assert "manifest.json" not in out.stdout, out.stdout

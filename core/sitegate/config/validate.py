@@ -99,7 +99,9 @@ class _Check:
         loaded: dict[str, Integration] = {}
         for domain, path in wanted.items():
             if domain not in available and domain in problems:
-                details = "; ".join(f"{p.file}: {p.path + ': ' if p.path else ''}{p.message}" for p in problems[domain])
+                # A registry's refusal names the manifest it would have installed: not a file to look at.
+                details = "; ".join(f"{p.file + ': ' if Path(p.file).exists() else ''}{p.path + ': ' if p.path else ''}"
+                                    f"{p.message}" for p in problems[domain])
                 self.add(path, f"integration {domain!r} cannot be used: {details}")
                 continue
             try:

@@ -195,7 +195,7 @@ class PluginStore:
                                 "(examples: 1.2.0, >=1.2,<2)") from None
         candidates = self.index.candidates(domain)
         if not candidates:
-            raise PluginRefused(domain, "not-found", f"no signed plugin {domain!r} in registry {self.registry_dir}")
+            raise PluginRefused(domain, "not-found", f"no signed plugin {domain!r} in the registry at {self.registry_dir}")
         current, _ = self.active(domain)
         publishers = sorted({c.publisher for c in candidates})
         if current is not None:
