@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import logging
 import sys
+import traceback
 import types
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol
@@ -162,8 +163,22 @@ def _import_package(domain: str, folder: Path) -> types.ModuleType:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name]
-        raise PluginLoadError(domain, f"import failed: {type(exc).__name__}: {exc}") from exc
+        where = _failed_at(exc, folder)
+        text = exc.msg if isinstance(exc, SyntaxError) and where else exc
+        raise PluginLoadError(domain, f"import failed{' at ' + where if where else ''}: "
+                                      f"{type(exc).__name__}: {text}") from exc
     return module
+
+
+def _failed_at(exc: BaseException, folder: Path) -> str | None:
+    """`file:line` in the plugin's own folder where its import failed (the innermost such frame)."""
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        return f"{exc.filename}:{exc.lineno}"
+    at, folder = None, folder.resolve()
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        if Path(frame.f_code.co_filename).resolve().is_relative_to(folder):
+            at = f"{frame.f_code.co_filename}:{lineno}"
+    return at
 
 
 def _validate_hookimpls(domain: str, module: types.ModuleType) -> None:

@@ -111,3 +111,17 @@ def test_a_misspelt_domain_is_reported_without_a_manifest_path_that_does_not_exi
     assert ("site.yaml:3: entries[0].domain: integration 'simulater' cannot be used: plugin 'simulater': "
             f"refused (not-found): no signed plugin 'simulater' in the registry at {REPO / 'registry'}") in out.stdout
     assert "manifest.json" not in out.stdout, out.stdout
+
+
+def test_a_plugin_that_fails_to_import_is_reported_with_its_file_and_line(tmp_path):
+    assert sitegate("plugin", "new", "acme_meter", "--kind", "adapter", cwd=tmp_path).returncode == 0
+    _adapter_site(tmp_path)
+    code = tmp_path / "acme_meter" / "__init__.py"
+    lines = code.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("import trio")) + 1
+    for broken, expected in (("import trio, acme_helpers", "ModuleNotFoundError: No module named 'acme_helpers'"),
+                             ("import trio (", "SyntaxError: ")):
+        code.write_text("\n".join(lines[:at - 1] + [broken] + lines[at:]) + "\n")
+        out = sitegate("check", "site.yaml", "--dev-plugins", ".", cwd=tmp_path)
+        assert out.returncode == 1, out.stdout
+        assert f"plugin 'acme_meter': import failed at {code}:{at}: {expected}" in out.stdout, out.stdout
