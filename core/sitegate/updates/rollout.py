@@ -4,7 +4,10 @@ Modelled on AWS IoT Jobs: a canary wave covering every hardware id, then waves
 by percentage, a soak after each, a timeout per device, a bound on concurrent
 devices, abort criteria. An abort pauses the rollout and rolls the failed devices
 back; only an operator continues it. State lives in store.py, written before each
-step, so a restarted gateway picks up exactly where it stopped.
+step, so a restarted gateway picks up exactly where it stopped. Per-device progress
+is written off the trio thread (store.StateWriter) and awaited before the step it
+records; changes of a rollout's state are written at once, on the trio thread, so an
+operator's request judged against the state never races a queued write.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from ..model import Event, Severity
 from .artifact import UpdateArtifact, verify_envelope
 from .errors import UpdateError, UpdateFailed, UpdateRefused
 from .policy import RolloutPolicy, plan_waves
-from .store import RolloutStore
+from .store import RolloutStore, StateWriter
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class RolloutEngine:
         self._active: dict[str, trio.CancelScope] = {}
         self._states: dict[str, str] = {}
         store.changed = self._states.__setitem__   # every state the engine writes updates the cache
+        self.writer = StateWriter(store)
         self._wake = trio.Event()
 
     # --- what operators do (CLI, WebSocket API) ------------------------------------------
@@ -94,6 +98,7 @@ class RolloutEngine:
 
     async def _run(self, task_status) -> None:
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.writer.run)
             task_status.started(self)
             seen: dict[str, str] = {r["id"]: r["state"] for r in self.store.list()}
             while True:
@@ -129,6 +134,10 @@ class RolloutEngine:
             state = self._states[rollout_id] = self.store.get(rollout_id)["state"]
         return state
 
+    async def _write(self, method: str, *args: Any, **kw: Any) -> Any:
+        """A store method, run by the writer thread; returns once committed."""
+        return await self.writer.call(method, *args, **kw)
+
     async def _drive_inner(self, rollout_id: str) -> None:
         r = self.store.get(rollout_id)
         handler = self.handler_for(r["entry"])
@@ -137,7 +146,7 @@ class RolloutEngine:
         policy = RolloutPolicy.from_dict(json.loads(r["policy"]))
         artifact = UpdateArtifact(json.loads(r["envelope"]), self.store.payload(r["payload_sha256"]))
         if r["state"] == "created":
-            if not self._plan(r, handler, policy, artifact):
+            if not await self._plan(r, handler, policy, artifact):
                 return
         while True:
             r = self.store.get(rollout_id)
@@ -157,11 +166,12 @@ class RolloutEngine:
                 await self._recheck(rollout_id, handler, policy, r["wave"])
                 if self._state(rollout_id) != "running":
                     continue
-                self.store.update(rollout_id, soak_until=None, action="soak_done", detail=f"before wave {r['wave'] + 1}")
+                await self._write("update", rollout_id, soak_until=None, action="soak_done",
+                                  detail=f"before wave {r['wave'] + 1}")
             wave = r["wave"]
             todo = self.store.targets(rollout_id, wave=wave, status=("pending", "in_progress"))
             if todo:
-                self.store.audit(rollout_id, None, "wave_start", f"wave {wave + 1}: {len(todo)} devices")
+                await self._write("audit", rollout_id, None, "wave_start", f"wave {wave + 1}: {len(todo)} devices")
                 self._event("rollout.wave", rollout_id, f"{rollout_id}: wave {wave + 1} of {r['waves']} "
                             f"({len(todo)} devices)")
                 await self._run_wave(rollout_id, handler, policy, artifact, todo)
@@ -176,10 +186,10 @@ class RolloutEngine:
                 return
             nxt = min(later)
             soak_until = time.time() + policy.soak if policy.soak else None
-            self.store.update(rollout_id, wave=nxt, soak_until=soak_until, action="wave_done",
+            await self._write("update", rollout_id, wave=nxt, soak_until=soak_until, action="wave_done",
                               detail=f"wave {wave + 1} done; next wave {nxt + 1}" + (f" after {policy.soak:g} s soak" if soak_until else ""))
 
-    def _plan(self, r: dict, handler: Any, policy: RolloutPolicy, artifact: UpdateArtifact) -> bool:
+    async def _plan(self, r: dict, handler: Any, policy: RolloutPolicy, artifact: UpdateArtifact) -> bool:
         selector = json.loads(r["selector"])
         inventory = handler.inventory() if hasattr(handler, "inventory") else {}
         m = artifact.manifest
@@ -195,7 +205,7 @@ class RolloutEngine:
             self._event("rollout.paused", r["id"], f"{r['id']}: no target devices", Severity.WARNING)
             return False
         plan = plan_waves(r["id"], devices, policy)
-        self.store.add_targets(r["id"], plan)
+        await self._write("add_targets", r["id"], plan)
         first = min(w for _, _, w in plan)
         canary = [d for d, _, w in plan if w == first]
         self.store.update(r["id"], state="running", wave=first, waves=len(policy.waves), action="plan",
@@ -218,29 +228,29 @@ class RolloutEngine:
     async def _device(self, rollout_id: str, handler: Any, policy: RolloutPolicy, artifact: UpdateArtifact,
                       target: dict, limiter: trio.Semaphore) -> None:
         device = target["device"]
-        store = self.store
+        write = self._write
         step, failure, detail = "stage", "", ""
         try:
-            store.set_target(rollout_id, device, status="in_progress", step=step, started_at=time.time(),
+            await write("set_target", rollout_id, device, status="in_progress", step=step, started_at=time.time(),
                              failure="", detail="resumed" if target["status"] == "in_progress" else "",
                              action="device_start")
             with trio.move_on_after(policy.device_timeout) as cs:
                 try:
                     already = await handler.stage(device, artifact)
                     if already == "installed":
-                        store.audit(rollout_id, device, "staged", "already installed and committed")
+                        await write("audit", rollout_id, device, "staged", "already installed and committed")
                     else:
                         if already != "trial":
                             step = "activate"
-                            store.set_target(rollout_id, device, step=step, action="staged")
+                            await write("set_target", rollout_id, device, step=step, action="staged")
                             await handler.activate(device)
                         step = "health"
-                        store.set_target(rollout_id, device, step=step,
-                                         action="activated" if already != "trial" else "staged")
+                        await write("set_target", rollout_id, device, step=step,
+                                    action="activated" if already != "trial" else "staged")
                         if not await handler.health_check(device, time.time() + policy.health_window):
                             raise UpdateFailed(f"{device}: health check failed")
                         step = "commit"
-                        store.set_target(rollout_id, device, step=step, action="healthy")
+                        await write("set_target", rollout_id, device, step=step, action="healthy")
                         await handler.commit(device)
                 except UpdateError as exc:
                     failure, detail = exc.failure_type, str(exc)
@@ -249,14 +259,14 @@ class RolloutEngine:
             if cs.cancelled_caught:
                 failure, detail = "timed_out", f"{device}: no result within {policy.device_timeout:g} s (at {step})"
             if not failure:
-                store.set_target(rollout_id, device, status="succeeded", finished_at=time.time(),
-                                 detail="committed", action="device_succeeded")
+                await write("set_target", rollout_id, device, status="succeeded", finished_at=time.time(),
+                            detail="committed", action="device_succeeded")
             else:
-                store.set_target(rollout_id, device, status="failed", failure=failure, detail=detail,
-                                 finished_at=time.time(), action=f"device_{failure}")
+                await write("set_target", rollout_id, device, status="failed", failure=failure, detail=detail,
+                            finished_at=time.time(), action=f"device_{failure}")
                 if step != "stage":
                     await self._rollback(rollout_id, handler, policy, device, step, detail)
-            counts = self.store.counts(rollout_id)
+            counts = await write("counts", rollout_id)
             self._device_event(rollout_id, device, failure, detail, step, counts)
             self._check_abort(rollout_id, policy, counts)
         finally:
@@ -291,13 +301,13 @@ class RolloutEngine:
         async with trio.open_nursery() as nursery:
             for device in devices:
                 nursery.start_soon(check, device)
-        self.store.audit(rollout_id, None, "soak_check", f"wave {wave + 1}: {len(devices) - len(sick)} of "
-                         f"{len(devices)} still healthy")
+        await self._write("audit", rollout_id, None, "soak_check", f"wave {wave + 1}: {len(devices) - len(sick)} of "
+                          f"{len(devices)} still healthy")
         for device, failure, detail in sick:
-            self.store.set_target(rollout_id, device, status="failed", failure=failure, detail=detail, step="soak",
-                                  finished_at=time.time(), action=f"device_{failure}")
+            await self._write("set_target", rollout_id, device, status="failed", failure=failure, detail=detail,
+                              step="soak", finished_at=time.time(), action=f"device_{failure}")
             await self._rollback(rollout_id, handler, policy, device, "soak", detail)
-            counts = self.store.counts(rollout_id)
+            counts = await self._write("counts", rollout_id)
             self._device_event(rollout_id, device, failure, detail, "soak", counts)
         if sick:
             self._check_abort(rollout_id, policy, self.store.counts(rollout_id))
@@ -308,13 +318,13 @@ class RolloutEngine:
             try:
                 await handler.rollback(device)
                 # `step` stays where it failed, so status shows why; the audit log has the rollback itself.
-                self.store.set_target(rollout_id, device, status="rolled_back", step=step, action="device_rolled_back",
-                                      detail=f"{detail}; rolled back to the previous bank")
+                await self._write("set_target", rollout_id, device, status="rolled_back", step=step,
+                                  action="device_rolled_back", detail=f"{detail}; rolled back to the previous bank")
                 return
             except Exception as exc:  # noqa: BLE001
-                self.store.audit(rollout_id, device, "rollback_failed", f"{type(exc).__name__}: {exc}")
+                await self._write("audit", rollout_id, device, "rollback_failed", f"{type(exc).__name__}: {exc}")
         if cs.cancelled_caught:
-            self.store.audit(rollout_id, device, "rollback_failed", "no answer; the device's own trial watchdog "
+            await self._write("audit", rollout_id, device, "rollback_failed", "no answer; the device's own trial watchdog "
                              "reverts an uncommitted bank")
 
     def _check_abort(self, rollout_id: str, policy: RolloutPolicy, counts: dict) -> None:

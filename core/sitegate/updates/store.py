@@ -5,17 +5,25 @@ state, wave and soak deadline, each device's status and step. Written before the
 step it records is taken. WAL mode; synchronous=NORMAL survives a process crash,
 FULL (durability "power-loss") survives power loss too. The CLI writes operator
 requests (start, pause, resume, abort) into the same file; the engine polls it.
+
+Every write method is one transaction (its row and its audit line together).
+`StateWriter` runs them off the trio thread for a running engine: one thread, its
+own connection, the writes queued by many devices committed together.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
+import math
 import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
+
+import trio
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rollouts (
@@ -78,6 +86,8 @@ class RolloutStore:
         self.path = self.dir / "updates.sqlite"
         self.payload_dir = self.dir / "updates" / "payloads"
         self.actor = actor or default_actor()
+        self.durability = durability
+        self._depth = 0   # nesting of _transaction()
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -89,6 +99,27 @@ class RolloutStore:
 
     def close(self) -> None:
         self.db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction; inside another one (a StateWriter batch) it joins that one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self.db.execute("BEGIN IMMEDIATE")   # the write lock now: no busy snapshot later
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self.db.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self.db.execute("COMMIT")
 
     # --- payloads -------------------------------------------------------------------
     def put_payload(self, sha256: str, payload: bytes) -> None:
@@ -107,7 +138,7 @@ class RolloutStore:
                selector: dict) -> None:
         now = time.time()
         try:
-            with self.db:
+            with self._transaction():
                 self.db.execute("INSERT INTO rollouts (id, entry, envelope, payload_sha256, policy, selector, state, "
                                 "created_at, updated_at, created_by) VALUES (?,?,?,?,?,?,?,?,?,?)",
                                 (rollout_id, entry, json.dumps(envelope), payload_sha256, json.dumps(policy),
@@ -128,7 +159,7 @@ class RolloutStore:
             self.changed(rollout_id, fields["state"])
         fields["updated_at"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in fields)
-        with self.db:
+        with self._transaction():
             self.db.execute(f"UPDATE rollouts SET {cols} WHERE id = ?", (*fields.values(), rollout_id))
             if action:
                 self._audit(rollout_id, None, action, detail)
@@ -159,7 +190,7 @@ class RolloutStore:
 
     # --- targets --------------------------------------------------------------------
     def add_targets(self, rollout_id: str, plan: Iterable[tuple[str, str, int]]) -> None:
-        with self.db:
+        with self._transaction():
             self.db.executemany("INSERT OR IGNORE INTO targets (rollout, device, hardware_id, wave) VALUES (?,?,?,?)",
                                 [(rollout_id, d, hw, w) for d, hw, w in plan])
 
@@ -176,7 +207,7 @@ class RolloutStore:
 
     def set_target(self, rollout_id: str, device: str, *, action: str | None = None, **fields: Any) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
-        with self.db:
+        with self._transaction():
             self.db.execute(f"UPDATE targets SET {cols} WHERE rollout = ? AND device = ?",
                             (*fields.values(), rollout_id, device))
             if action:
@@ -200,7 +231,7 @@ class RolloutStore:
                         (time.time(), self.actor, rollout_id, device, action, detail))
 
     def audit(self, rollout_id: str, device: str | None, action: str, detail: str = "") -> None:
-        with self.db:
+        with self._transaction():
             self._audit(rollout_id, device, action, detail)
 
     def audit_log(self, rollout_id: str | None = None, *, device: str | None = None, limit: int | None = None) -> list[dict]:
@@ -215,3 +246,82 @@ class RolloutStore:
         if limit:
             sql = f"SELECT * FROM ({sql[:-len(' ORDER BY id')]} ORDER BY id DESC LIMIT {int(limit)}) ORDER BY id"
         return [dict(r) for r in self.db.execute(sql, args)]
+
+
+class StateWriter:
+    """Runs store methods for the engine off the trio thread, in order, many per commit.
+
+    `await writer.call("set_target", rollout_id, device, ...)` returns once the write is
+    committed (what the engine writes before a step is on disk before the step is taken,
+    as with the store itself), or raises what the method raised. Calls queued while a
+    commit runs go into the next one, each in a savepoint of its own, so one failing call
+    fails only its caller. One worker thread with its own connection; readers on the trio
+    thread never wait for it (WAL).
+    """
+
+    def __init__(self, store: RolloutStore):
+        self.store = store
+        self._db: RolloutStore | None = None
+        self._send, self._receive = trio.open_memory_channel(math.inf)
+        self._limiter = trio.CapacityLimiter(1)
+        self.commits = 0
+        self.calls = 0
+
+    async def call(self, method: str, *args: Any, **kw: Any) -> Any:
+        slot: list[Any] = [trio.Event(), None, None]
+        self._send.send_nowait((method, args, kw, slot))
+        await slot[0].wait()
+        if slot[2] is not None:
+            raise slot[2]
+        return slot[1]
+
+    def _open(self) -> RolloutStore:
+        return RolloutStore(self.store.dir, durability=self.store.durability, actor=self.store.actor)
+
+    def _run_batch(self, batch: list[tuple]) -> None:
+        store = self._db
+        db = store.db
+        db.execute("BEGIN IMMEDIATE")
+        store._depth = 1
+        try:
+            for method, args, kw, slot in batch:
+                db.execute("SAVEPOINT call")
+                try:
+                    slot[1] = getattr(store, method)(*args, **kw)
+                except Exception as exc:  # noqa: BLE001 - goes to the caller
+                    db.execute("ROLLBACK TO call")
+                    slot[2] = exc
+                db.execute("RELEASE call")
+            store._depth = 0
+            db.execute("COMMIT")
+        except BaseException:
+            store._depth = 0
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self._db = await trio.to_thread.run_sync(self._open, limiter=self._limiter)
+        task_status.started(self)
+        try:
+            while True:
+                batch = [await self._receive.receive()]
+                while True:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                try:
+                    # Not cancellable half-way: a batch either commits or fails as a whole.
+                    await trio.to_thread.run_sync(self._run_batch, batch, limiter=self._limiter)
+                    self.commits += 1
+                    self.calls += len(batch)
+                except Exception as exc:  # noqa: BLE001 - the commit failed: every caller of the batch hears it
+                    for *_, slot in batch:
+                        slot[1], slot[2] = None, exc
+                finally:
+                    for *_, slot in batch:
+                        slot[0].set()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._db.close, limiter=self._limiter)
