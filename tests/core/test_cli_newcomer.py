@@ -125,3 +125,33 @@ def test_a_plugin_that_fails_to_import_is_reported_with_its_file_and_line(tmp_pa
         out = sitegate("check", "site.yaml", "--dev-plugins", ".", cwd=tmp_path)
         assert out.returncode == 1, out.stdout
         assert f"plugin 'acme_meter': import failed at {code}:{at}: {expected}" in out.stdout, out.stdout
+
+
+def test_a_state_folder_pinned_to_another_registry_says_so_and_the_command_it_gives_fixes_it(tmp_path):
+    # Following the quickstart (./registry), then a registry of one's own for the same site: the site's
+    # state folder still trusts the first registry's root, and every plugin is refused.
+    import io
+    from sitegate.registry.devpublish import devpublish
+    for name in ("first", "second"):
+        assert not devpublish(REPO / "plugins", tmp_path / name, out=io.StringIO())
+    (tmp_path / "site.yaml").write_text("site: x\nentries:\n  - {id: line, domain: simulator}\n")
+    assert sitegate("check", "site.yaml", "--registry", "first", cwd=tmp_path).returncode == 0
+    out = sitegate("check", "site.yaml", "--registry", "second", cwd=tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert (".sitegate/plugins/trust trusts another registry (the root it pinned at first use is not one of "
+            "second's)") in out.stdout, out.stdout
+    fix = out.stdout.split("pin it: `", 1)[1].split("`", 1)[0]
+    assert fix == ("sitegate plugins trust second/metadata/1.root.json --registry second --state .sitegate "
+                   "--replace"), fix
+    assert sitegate(*fix.split()[1:], cwd=tmp_path).returncode == 0
+    out = sitegate("check", "site.yaml", "--registry", "second", cwd=tmp_path)
+    assert out.returncode == 0 and "OK site.yaml" in out.stdout, out.stdout
+    # The registry the site trusts, its timestamp edited after signing: refused, and no talk of another registry.
+    import json
+    stamp = tmp_path / "second" / "metadata" / "timestamp.json"
+    doc = json.loads(stamp.read_text())
+    doc["signed"]["expires"] = doc["signed"]["expires"].replace("20", "21", 1)
+    stamp.write_text(json.dumps(doc))
+    out = sitegate("check", "site.yaml", "--registry", "second", cwd=tmp_path)
+    assert out.returncode == 1 and "refused (signature)" in out.stdout, out.stdout
+    assert "trusts another registry" not in out.stdout, out.stdout

@@ -9,6 +9,8 @@ artifacts. Every tuf failure becomes a `PluginRefused` naming the check.
 
 from __future__ import annotations
 
+import json
+
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -166,8 +168,25 @@ class TrustedIndex:
         except _TUF_ERRORS as exc:
             self._updater = None
             check, detail = classify(exc, "refreshing top-level metadata")
+            if check == "signature" and not self.offline and not self._pins_this_registry():
+                detail += (f"; {self.trust_dir} trusts another registry (the root it pinned at first use is not one of "
+                           f"{self.registry_dir}'s): give this site a state folder of its own (--state DIR), or, if this "
+                           f"registry replaced that one, pin it: `sitegate plugins trust "
+                           f"{self.registry_dir / 'metadata' / '1.root.json'} --registry {self.registry_dir} "
+                           f"--state {self.trust_dir.parent.parent} --replace`")
             raise PluginRefused(domain, check, detail) from exc
         self._refreshed = True
+
+    def _pins_this_registry(self) -> bool:
+        """Whether the pinned root is one of this registry's root versions (True when it cannot tell)."""
+        pinned = self.metadata_dir / "root.json"
+        try:
+            version = json.loads(pinned.read_bytes())["signed"]["version"]
+            return (self.registry_dir / "metadata" / f"{version}.root.json").read_bytes() == pinned.read_bytes()
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, KeyError, TypeError):
+            return True
 
     @property
     def updater(self) -> Updater:
