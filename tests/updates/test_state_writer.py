@@ -85,3 +85,32 @@ async def test_the_engine_writes_device_progress_from_a_worker_thread(tmp_path, 
     assert len(engine.store.audit_log(rid, device="d00007")) == 5
     assert on_loop == []
     assert engine.writer.calls >= 300 * 6 and engine.writer.commits < engine.writer.calls / 3   # grouped
+
+
+async def test_a_pause_while_the_plan_is_written_is_not_overwritten(tmp_path):
+    import nacl.signing
+    from sitegate.updates import sign_update
+    artifact = sign_update(b"x" * 64, nacl.signing.SigningKey(b"\x05" * 32), name="fw", version="1.1.0",
+                           release_counter=2, hardware_ids=["hw"])
+    handler = InstantHandler(20)
+    staged: list[str] = []
+    real_stage = handler.stage
+
+    async def stage(device, artifact):
+        staged.append(device)
+        await real_stage(device, artifact)
+    handler.stage = stage
+    engine = RolloutEngine(RolloutStore(tmp_path), lambda entry: handler, poll=0.05)
+    real_call = engine.writer.call
+
+    async def call(method, *args, **kw):
+        if method == "add_targets":
+            engine.pause(args[0])   # the operator, while the writer thread has the targets
+        return await real_call(method, *args, **kw)
+    engine.writer.call = call
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        rid = engine.start("e", artifact, policy=RolloutPolicy(soak=0))
+        await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    assert engine.status(rid)[0]["state"] == "paused" and staged == []

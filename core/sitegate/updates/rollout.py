@@ -206,6 +206,8 @@ class RolloutEngine:
             return False
         plan = plan_waves(r["id"], devices, policy)
         await self._write("add_targets", r["id"], plan)
+        if self.store.get(r["id"])["state"] != "created":
+            return False   # paused or aborted while the targets were written: not started after all
         first = min(w for _, _, w in plan)
         canary = [d for d, _, w in plan if w == first]
         self.store.update(r["id"], state="running", wave=first, waves=len(policy.waves), action="plan",
