@@ -30,6 +30,7 @@ subscribe:
     format: json
     values: {temp: "m.KEY"}
     timestamp: ts
+  - {filter: "line/+", device: "{1}", format: json, values: {temp: "m.KEY"}}
 """
 
 
@@ -62,14 +63,17 @@ async def test_dead_letters_decode_with_the_fixed_mapping_and_enter_the_pipeline
                    for i in range(3)]
         await trio.to_thread.run_sync(lambda: publish_messages(broker, [
             *renamed, ("factory/z1/press7/data", b"{not json"),
-            ("factory/z2/oven1/data", json.dumps({"m": {"temp": 180.5}, "ts": 1700000200}))]))
+            ("factory/z2/oven1/data", json.dumps({"m": {"temp": 180.5}, "ts": 1700000200})),
+            ("line/belt", json.dumps({"m": {"temperature": 31.5}}))]))    # no time of its own
         ingest = host.entry("local").data["ingest"]
-        await wait_for(lambda: ingest.counters["malformed"] == 4, 10, what="4 malformed")
+        await wait_for(lambda: ingest.counters["malformed"] == 5, 10, what="5 malformed")
         await wait_for(lambda: rec.readings(), 10, what="the good message")
         wal = host.services["dataplane"].wal.path
         await host.entry("local").dead_letters_committed()
         before = _dead_letters(wal)
-        assert [(r[1], r[3], r[4]) for r in before] == [("factory/z1/press7/data", 0, 0)] * 4
+        assert [(r[1], r[3], r[4]) for r in before] == [("factory/z1/press7/data", 0, 0)] * 4 + [("line/belt", 0, 0)]
+        with sqlite3.connect(wal) as db:
+            belt_received = db.execute("SELECT failed_at FROM dead_letters WHERE source='line/belt'").fetchone()[0]
         assert all("no 'temp'" in r[2] for r in before[:3]) and "not JSON" in before[3][2]
 
         # The integrator fixes the mapping in the site file; the entry reloads with it.
@@ -80,17 +84,19 @@ async def test_dead_letters_decode_with_the_fixed_mapping_and_enter_the_pipeline
         capsys.readouterr()
         assert await _dlq("replay", "--db", str(wal), "--kind", "ingress") == 1, "one of them still fails"
         out = capsys.readouterr().out
-        assert "ingress: 3 of 4 dead letter(s) decoded with the current mapping" in out
+        assert "ingress: 4 of 5 dead letter(s) decoded with the current mapping" in out
         assert f"  {before[3][0]}: still fails: not JSON" in out
         # Their readings entered the pipeline with the payloads' own timestamps, as if just arrived.
         replayed = [r for r in rec.readings("local.z1.press7")]
         assert replayed == [("local.z1.press7", "temp", 20 + i, 1700000100.0 + i) for i in range(3)]
-        assert host.entry("local").data["ingest"].counters["redecoded"] == 3
+        # Without a time of its own, a payload's readings get the time it first arrived, not the replay's.
+        assert rec.readings("local.belt") == [("local.belt", "temp", 31.5, belt_received)]
+        assert host.entry("local").data["ingest"].counters["redecoded"] == 4
         # Only the one that still fails is left, with its new error and one attempt.
         [left] = _dead_letters(wal)
         assert (left[0], left[3], left[4], left[5], bytes(left[6])) == (before[3][0], 1, 0, "", b"{not json")
         assert "not JSON" in left[2]
-        assert host.services["dataplane"].describe()["ingress_replays"] == {"decoded": 3, "failed_again": 1,
+        assert host.services["dataplane"].describe()["ingress_replays"] == {"decoded": 4, "failed_again": 1,
                                                                             "untried": 0}
 
         # With the entry unloaded, a replay leaves the dead letter as it is and says why.
@@ -103,7 +109,8 @@ async def test_dead_letters_decode_with_the_fixed_mapping_and_enter_the_pipeline
         assert await _dlq("list", "--db", str(wal)) == 0
         assert "[failed 1 replay(s)] [not replayed: entry 'local' is not running" in capsys.readouterr().out
         # They were committed to the WAL before their dead letters went, and are delivered like any others.
-        await wait_for(lambda: len(sink_lines(out_file)) == 4, 10, what="4 readings delivered")
+        await wait_for(lambda: len(sink_lines(out_file)) == 5, 10, what="5 readings delivered")
     assert sorted((d["device"], d["value"], d["ts"]) for d in sink_lines(out_file)) == [
+        ("local.belt", 31.5, belt_received),
         ("local.z1.press7", 20, 1700000100.0), ("local.z1.press7", 21, 1700000101.0),
         ("local.z1.press7", 22, 1700000102.0), ("local.z2.oven1", 180.5, 1700000200.0)]
