@@ -31,6 +31,7 @@ def test_factory_line_runs_from_one_command(tmp_path):
     try:
         entries = 6 if uplink else 5
         child.wait_line(f"running with {entries} entries", timeout=180)
+        assert re.search(r"dashboard on http://127\.0\.0\.1:\d+/#token=sg_\w+", child.output), child.output[-3000:]
         state = tmp_path / ".sitegate"
         devices = lambda: {d for d, _, _ in history_rows(state, "history")}   # noqa: E731
         child.wait_until(lambda: {"press", "oven"} <= devices() and any(d.startswith("hall.") for d in devices()),
