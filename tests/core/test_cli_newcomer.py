@@ -87,19 +87,24 @@ def test_plugin_new_refuses_a_name_that_would_shadow_a_module_its_tests_import(t
 
 
 def test_plugin_new_next_steps_work_as_printed_and_a_bad_interval_reads_as_a_duration(tmp_path):
-    out = sitegate("plugin", "new", "acme_meter", "--kind", "adapter", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    check = next(line for line in lines if "sitegate check" in line)
-    command, _, why = check.strip().partition("#")
-    assert "acme_meter/README.md" in why, check
-    readme = (tmp_path / "acme_meter" / "README.md").read_text()
-    (tmp_path / "site.yaml").write_text(readme.split("```yaml\n", 1)[1].split("```", 1)[0])
-    done = sitegate(*command.split()[1:], cwd=tmp_path)
-    assert done.returncode == 0 and "OK site.yaml" in done.stdout, done.stdout + done.stderr
+    from sitegate.scaffold import KINDS
+    for kind in KINDS:     # processors and sinks: their README's site uses the simulator and history too
+        folder = tmp_path / kind
+        folder.mkdir()
+        out = sitegate("plugin", "new", "acme_meter", "--kind", kind, cwd=folder)
+        assert out.returncode == 0, out.stderr
+        check = next(line for line in out.stdout.splitlines() if "sitegate check" in line)
+        command, _, why = check.strip().partition("#")
+        assert "acme_meter/README.md" in why, check
+        readme = (folder / "acme_meter" / "README.md").read_text()
+        assert command.strip() in readme, readme       # the README says the same
+        (folder / "site.yaml").write_text(readme.split("```yaml\n", 1)[1].split("```", 1)[0])
+        done = sitegate(*command.split()[1:], cwd=folder)
+        assert done.returncode == 0 and "OK site.yaml" in done.stdout, f"{kind}: {done.stdout}{done.stderr}"
     # The scaffold's own config check, as a site author meets it.
-    (tmp_path / "site.yaml").write_text((tmp_path / "site.yaml").read_text().replace("interval: 1s", "interval: 0s"))
-    done = sitegate(*command.split()[1:], cwd=tmp_path)
+    folder = tmp_path / "adapter"
+    (folder / "site.yaml").write_text((folder / "site.yaml").read_text().replace("interval: 1s", "interval: 0s"))
+    done = sitegate("check", "site.yaml", "--dev-plugins", ".", cwd=folder)
     assert done.returncode == 1, done.stdout
     assert "interval: expected a positive duration, got 0 s" in done.stdout, done.stdout
 

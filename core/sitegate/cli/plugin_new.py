@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..scaffold import KINDS, ScaffoldError, create_integration
+from ..scaffold import KINDS, ScaffoldError, check_command, create_integration
 
 
 def cmd_new(args: argparse.Namespace) -> int:
@@ -21,7 +21,7 @@ def cmd_new(args: argparse.Namespace) -> int:
         return 1
     where = Path(args.dir)
     steps = [(f"python -m pytest {args.name}/tests", "its own tests, in a real site"),
-             ("sitegate check site.yaml --dev-plugins .", f"the site in {args.name}/README.md, saved as site.yaml"),
+             (check_command(args.kind), f"the site in {args.name}/README.md, saved as site.yaml"),
              (f"sitegate plugin build {args.name}", "then sign and publish it: docs/publishing.md")]
     width = max(len(command) for command, _ in steps)
     print(f"created {folder}/ ({args.kind}): manifest.json, __init__.py, tests/test_{args.name}.py, README.md\n"

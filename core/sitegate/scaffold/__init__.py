@@ -62,6 +62,16 @@ def default_requires() -> str:
     return f">={CORE_API_VERSION},<{major + 1}"
 
 
+def check_command(kind: str) -> str:
+    """The `sitegate check` that loads the README's site: your folder, plus (for the kinds whose example
+    uses the simulator and history) the first-party plugins of the sitegate checkout."""
+    extra = ""
+    if kind in ("processor", "sink"):
+        plugins = _FIRST_PARTY if _FIRST_PARTY.is_dir() else "SITEGATE/plugins"
+        extra = f" --dev-plugins {plugins}"
+    return f"sitegate check site.yaml --dev-plugins .{extra}"
+
+
 def site_example(domain: str, kind: str) -> str:
     """A site file that uses the scaffolded integration as it is (shown in its README)."""
     return _SITE_EXAMPLES[kind].format(domain=domain)
@@ -99,6 +109,7 @@ def create_integration(name: str, kind: str, dest: Path | str = ".", *, title: s
         "owner": owner,
         "iot_class": _IOT_CLASS[kind],
         "site_example": site_example(name, kind),
+        "check": check_command(kind),
     }
     files = {
         "manifest.json": TEMPLATES / "common" / "manifest.json.tmpl",
@@ -128,12 +139,14 @@ def _importable_elsewhere(name: str) -> str | None:
     return f"at {spec.origin or next(iter(spec.submodule_search_locations or []), '?')}" if spec else None
 
 
+_FIRST_PARTY = Path(__file__).resolve().parents[3] / "plugins"     # core/sitegate/scaffold -> the checkout
+
+
 def _first_party_domains() -> set[str]:
     """Domains of the integrations in the repository's plugins/ (when sitegate runs from a checkout)."""
-    plugins = Path(__file__).resolve().parents[3] / "plugins"     # core/sitegate/scaffold -> the checkout
-    if not plugins.is_dir():
+    if not _FIRST_PARTY.is_dir():
         return set()
-    return {p.name for p in plugins.iterdir() if (p / "manifest.json").is_file()}
+    return {p.name for p in _FIRST_PARTY.iterdir() if (p / "manifest.json").is_file()}
 
 
 _CLASS_SUFFIX = {"adapter": "Adapter", "processor": "Processor", "sink": "Sink", "update_handler": "UpdateHandler"}
