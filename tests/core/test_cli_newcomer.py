@@ -160,3 +160,17 @@ def test_a_state_folder_pinned_to_another_registry_says_so_and_the_command_it_gi
     out = sitegate("check", "site.yaml", "--registry", "second", cwd=tmp_path)
     assert out.returncode == 1 and "refused (signature)" in out.stdout, out.stdout
     assert "trusts another registry" not in out.stdout, out.stdout
+
+
+async def test_a_misspelt_api_command_is_answered_with_the_closest_known_one(tmp_path):
+    from sitegate.testing import api_client, running_site
+    site = "site: t\nentries:\n  - {id: sim, domain: simulator, config: {devices: 1, interval: 100ms}}\n"
+    async with running_site(tmp_path, site, plugin_dirs=[REPO / "plugins"]) as host:
+        async with api_client(host, role="viewer") as ws:
+            for sent, meant in (("lst_devices", "list_devices"), ("list_entries", "get_entries"),
+                                ("get_history", "history")):
+                res = await ws.call(sent)
+                assert res["error"]["code"] == "unknown_command", res
+                assert f"unknown command type {sent!r}; did you mean {meant!r}? known: " in res["error"]["message"]
+            res = await ws.call("make_coffee")
+            assert "did you mean" not in res["error"]["message"] and "known: device_command" in res["error"]["message"]

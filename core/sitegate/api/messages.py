@@ -7,6 +7,8 @@ docs/websocket-api.schema.json (schema.py), so the reference cannot drift.
 
 from __future__ import annotations
 
+import difflib
+
 from typing import Any, Literal
 
 import attrs
@@ -345,7 +347,9 @@ def parse_command(msg: dict[str, Any]) -> tuple[CommandSpec, Any]:
     kind = msg.get("type")
     spec = COMMANDS.get(kind) if isinstance(kind, str) else None
     if spec is None:
-        raise BadCommand("unknown_command", f"unknown command type {kind!r}; known: {', '.join(sorted(COMMANDS))}")
+        close = difflib.get_close_matches(str(kind), COMMANDS, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise BadCommand("unknown_command", f"unknown command type {kind!r}; {hint}known: {', '.join(sorted(COMMANDS))}")
     fields = {k: v for k, v in msg.items() if k not in ("id", "type")}
     try:
         return spec, structure(fields, spec.cls, path=kind)
