@@ -174,3 +174,19 @@ async def test_a_misspelt_api_command_is_answered_with_the_closest_known_one(tmp
                 assert f"unknown command type {sent!r}; did you mean {meant!r}? known: " in res["error"]["message"]
             res = await ws.call("make_coffee")
             assert "did you mean" not in res["error"]["message"] and "known: device_command" in res["error"]["message"]
+
+
+def test_dev_plugins_without_sitegates_own_says_where_they_are(tmp_path):
+    # A processor author's site uses the simulator; --dev-plugins . alone does not hold it.
+    assert sitegate("plugin", "new", "acme_scale", "--kind", "processor", cwd=tmp_path).returncode == 0
+    (tmp_path / "site.yaml").write_text("site: x\nentries:\n  - {id: sim, domain: simulator}\n")
+    out = sitegate("check", "site.yaml", "--dev-plugins", ".", cwd=tmp_path)
+    assert out.returncode == 1, out.stdout
+    assert ("unknown integration domain 'simulator'; available integrations: acme_scale ('simulator' is one of "
+            "sitegate's own integrations, and --dev-plugins searches only the folders it names: add "
+            f"--dev-plugins {REPO / 'plugins'})") in out.stdout, out.stdout
+    done = sitegate("check", "site.yaml", "--dev-plugins", ".", "--dev-plugins", REPO / "plugins", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout
+    # A name that is nobody's gets no such hint.
+    (tmp_path / "site.yaml").write_text("site: x\nentries:\n  - {id: sim, domain: simulatr}\n")
+    assert "sitegate's own" not in sitegate("check", "site.yaml", "--dev-plugins", ".", cwd=tmp_path).stdout

@@ -111,7 +111,7 @@ class _Check:
                     message = issue.message
                     if message.startswith("unknown integration domain"):
                         names = ", ".join(sorted(available)) or "none"
-                        message = f"{message}; available integrations: {names}"
+                        message = f"{message}; available integrations: {names}{_first_party_hint(source, domain)}"
                     for name, found in problems.items():   # a dependency whose manifest is broken
                         if f"{name!r} is not installed" in message:
                             message += "; its manifest is invalid: " + "; ".join(
@@ -312,3 +312,13 @@ def _in_reading_order(issues: list[Issue], files: tuple[Path, ...]) -> list[Issu
     # File by file in the order they were read, top to bottom: the order an integrator fixes them in.
     rank = {str(f): i for i, f in enumerate(files)}
     return sorted(issues, key=lambda i: (rank.get(i.file or "", len(rank)), i.line or 0))
+
+
+def _first_party_hint(source, domain: str) -> str:
+    """With --dev-plugins only those folders are searched: say so when `domain` is one of sitegate's own."""
+    folders = getattr(source, "folders", None)
+    own = Path(__file__).resolve().parents[3] / "plugins"       # core/sitegate/config -> the checkout
+    if not folders or not (own / domain / "manifest.json").is_file():
+        return ""
+    return (f" ({domain!r} is one of sitegate's own integrations, and --dev-plugins searches only the folders it "
+            f"names: add --dev-plugins {own})")
