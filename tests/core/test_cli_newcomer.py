@@ -190,3 +190,18 @@ def test_dev_plugins_without_sitegates_own_says_where_they_are(tmp_path):
     # A name that is nobody's gets no such hint.
     (tmp_path / "site.yaml").write_text("site: x\nentries:\n  - {id: sim, domain: simulatr}\n")
     assert "sitegate's own" not in sitegate("check", "site.yaml", "--dev-plugins", ".", cwd=tmp_path).stdout
+
+
+def test_every_verb_that_takes_a_site_file_says_when_it_is_missing_without_a_traceback(tmp_path):
+    for argv in (("status", "nothere.yaml"), ("diagnostics", "nothere.yaml"), ("token", "list", "nothere.yaml"),
+                 ("token", "create", "nothere.yaml", "--role", "viewer"), ("token", "revoke", "nothere.yaml", "x"),
+                 ("check", "nothere.yaml", "--registry", REPO / "registry"),
+                 ("run", "nothere.yaml", "--registry", REPO / "registry")):
+        out = sitegate(*argv, cwd=tmp_path)
+        text = out.stdout + out.stderr
+        assert out.returncode == 1 and "Traceback" not in text, f"{argv}: {text}"
+        assert "nothere.yaml: site file not found" in text, f"{argv}: {text}"
+    out = sitegate("plugins", "trust", "root.json", "--state", "state", cwd=tmp_path)
+    assert out.returncode == 1 and out.stderr.startswith("error: root.json: no such file; give the registry's "
+                                                         "1.root.json (REGISTRY/metadata/1.root.json)"), out.stderr
+    assert not (tmp_path / "state" / "plugins" / "trust" / "metadata" / "root.json").exists()

@@ -66,10 +66,18 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from ..errors import ConfigError, SitegateError
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:      # a verb that did not say it itself (a site file that is missing, ...)
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        return 1
+    except SitegateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # `sitegate diagnostics | head`: the reader has what it wanted; no traceback. Python would
         # complain again while flushing stdout at exit, so point stdout at /dev/null first.

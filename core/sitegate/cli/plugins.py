@@ -135,8 +135,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_trust(args: argparse.Namespace) -> int:
     def go() -> int:
-        summary = _store(args).pin_root(Path(args.root).read_bytes(),
-                                                                              replace=args.replace)
+        root = Path(args.root)
+        if not root.is_file():
+            raise ConfigError(f"{root}: {'not a file' if root.exists() else 'no such file'}; give the registry's "
+                              f"1.root.json (REGISTRY/metadata/1.root.json), obtained through a channel you trust")
+        summary = _store(args).pin_root(root.read_bytes(), replace=args.replace)
         print(f"pinned {summary} from {args.root}")
         return 0
     return _run(go)
