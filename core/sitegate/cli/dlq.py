@@ -29,7 +29,7 @@ from pathlib import Path
 from ..errors import SitegateError
 
 _WHERE_HELP = "dead letters to act on: ids (see `dlq list`), or --all / --sink / --kind"
-KINDS = ("sink", "ingress")
+KINDS = ("sink", "ingress")         # dataplane.deadletters.KINDS (imported lazily: the CLI starts fast)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -107,42 +107,25 @@ def _db(args: argparse.Namespace) -> tuple[sqlite3.Connection, str]:
     return conn, site_name
 
 
-def _selection(args: argparse.Namespace, *, require: bool = True) -> tuple[str, list]:
+def _selection(args: argparse.Namespace, *, require: bool = True):
+    from ..dataplane.deadletters import Selection
     if args.db and args.site is not None and str(args.site).isdigit() and hasattr(args, "ids"):
         args.ids = [int(str(args.site)), *args.ids]      # `--db FILE 3 4`: the first id is no site file
         args.site = None
-    clauses, params = [], []
-    if getattr(args, "ids", None):
-        clauses.append(f"id IN ({','.join('?' * len(args.ids))})")
-        params.extend(args.ids)
-    elif require and not getattr(args, "all", False) and not args.sink and not args.kind:
+    if require and not getattr(args, "ids", None) and not getattr(args, "all", False) and not args.sink \
+            and not args.kind:
         raise SitegateError("say which dead letters: ids, --all, --sink ENTRY or --kind KIND")
-    if args.sink:
-        clauses.append("sink=?")
-        params.append(args.sink)
-    if args.kind:
-        clauses.append("kind=?")
-        params.append(args.kind)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+    return Selection(tuple(getattr(args, "ids", None) or ()), args.sink, args.kind, bool(getattr(args, "all", False)))
 
 
 @_reporting
 def cmd_list(args: argparse.Namespace) -> int:
-    from ..dataplane.wal import PRIORITY_NAMES
+    from ..dataplane.deadletters import list_dead_letters
     conn, _ = _db(args)
-    where, params = _selection(args, require=False)
-    rows = conn.execute(f"SELECT id, kind, sink, prio, device, seq, n, failed_at, error, source, length(body), "
-                        f"attempts, replay, note FROM dead_letters{where} ORDER BY id", params).fetchall()
+    rows = list_dead_letters(conn, _selection(args, require=False))
     if args.json:
         for r in rows:
-            if r[1] == "ingress":
-                print(json.dumps({"id": r[0], "kind": "ingress", "entry": r[2], "source": r[9], "device": r[4] or None,
-                                  "bytes": r[10], "failed_at": r[7], "error": r[8], "attempts": r[11],
-                                  "replay_requested": r[12] or None, "note": r[13] or None}))
-            else:
-                print(json.dumps({"id": r[0], "kind": r[1], "sink": r[2], "entry": r[2],
-                                  "priority": PRIORITY_NAMES[r[3]], "device": r[4], "seq": r[5], "readings": r[6],
-                                  "failed_at": r[7], "error": r[8]}))
+            print(json.dumps(r))
         return 0
     if not rows:
         print("no dead letters")
@@ -150,106 +133,70 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(f"{'id':>6}  {'kind':<7} {'entry':<12} {'device / topic':<24} {'seq':>8} {'n':>4}  "
           f"{'failed at (UTC)':<19}  error")
     for r in rows:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r[7]))
-        if r[1] == "ingress":
-            print(f"{r[0]:>6}  {'ingress':<7} {r[2]:<12} {r[9]:<24} {'-':>8} {'-':>4}  {when:<19}  {r[8]}"
-                  + _replay_state(r[11], r[12], r[13]))
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["failed_at"]))
+        if r["kind"] == "ingress":
+            print(f"{r['id']:>6}  {'ingress':<7} {r['entry']:<12} {r['source']:<24} {'-':>8} {'-':>4}  {when:<19}  "
+                  f"{r['error']}" + _replay_state(r["attempts"], r["replay_requested"], r["note"]))
         else:
-            print(f"{r[0]:>6}  {r[1]:<7} {r[2]:<12} {r[4]:<24} {r[5]:>8} {r[6]:>4}  {when:<19}  {r[8]}")
-    kinds = {k: sum(1 for r in rows if r[1] == k) for k in KINDS}
+            print(f"{r['id']:>6}  {r['kind']:<7} {r['entry']:<12} {r['device']:<24} {r['seq']:>8} {r['readings']:>4}  "
+                  f"{when:<19}  {r['error']}")
+    kinds = {k: sum(1 for r in rows if r["kind"] == k) for k in KINDS}
     print(f"{len(rows)} dead letter(s): {kinds['sink']} sink, {kinds['ingress']} ingress")
     return 0
 
 
-def _replay_state(attempts: int, requested: float, note: str) -> str:
+def _replay_state(attempts: int, requested: float | None, note: str | None) -> str:
     return ((f" [failed {attempts} replay(s)]" if attempts else "") + (" [replay asked for]" if requested else "")
             + (f" [not replayed: {note}]" if note else ""))
 
 
 @_reporting
 def cmd_show(args: argparse.Namespace) -> int:
-    from ..dataplane.wal import PRIORITY_NAMES, batch_of
-    from ..model import message_id
+    from ..dataplane.deadletters import show_dead_letter
     conn, site = _db(args)
-    row = conn.execute("SELECT id, sink, prio, device, seq, n, failed_at, error, body, kind, source, context, "
-                       "attempts, replay, note FROM dead_letters WHERE id=?", (args.id,)).fetchone()
-    if row is None:
-        raise SitegateError(f"no dead letter with id {args.id}")
-    if row[9] == "ingress":
-        payload = bytes(row[8])
-        try:
-            text: str | None = payload.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-        print(json.dumps({"id": row[0], "kind": "ingress", "entry": row[1], "source": row[10],
-                          "device": row[3] or None, "context": row[11] or None, "error": row[7], "failed_at": row[6],
-                          "attempts": row[12], "replay_requested": row[13] or None, "note": row[14] or None,
-                          "bytes": len(payload), "payload_text": text, "payload_hex": payload.hex()}, indent=2))
-        return 0
-    b = batch_of(row[3], row[4], row[8])
-    out = {"id": row[0], "sink": row[1], "priority": PRIORITY_NAMES[row[2]], "device": row[3], "error": row[7],
-           "failed_at": row[6],
-           "readings": [{"msgId": message_id(site or "<site>", b.device, b.seq + i), "seq": b.seq + i, "point": p,
-                         "value": v, "ts": t, "quality": q} for i, (p, v, t, q) in enumerate(b.rows())]}
-    print(json.dumps(out, indent=2, default=str))
+    print(json.dumps(show_dead_letter(conn, args.id, site), indent=2, default=str))
     return 0
 
 
 @_reporting
 def cmd_replay(args: argparse.Namespace) -> int:
+    from ..dataplane.deadletters import replay_dead_letters
     conn, _ = _db(args)
-    where, params = _selection(args)
-    where += " AND" if where else " WHERE"
-    conn.execute("BEGIN IMMEDIATE")
-    rows = conn.execute(f"SELECT id, sink, prio, device, seq, n, body FROM dead_letters{where} kind='sink' "
-                        "ORDER BY id", params).fetchall()
-    now = time.time()
-    conn.executemany("INSERT INTO wal_records(prio, device, seq, n, targets, created, size, body) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                     [(r[2], r[3], r[4], r[5], f",{r[1]},", now, len(r[6]), r[6]) for r in rows])
-    conn.executemany("DELETE FROM dead_letters WHERE id=?", [(r[0],) for r in rows])
-    # Ingress ones are asked for: the running site's data plane hands them to their entries.
-    asked = [r[0] for r in conn.execute(f"SELECT id FROM dead_letters{where} kind='ingress' ORDER BY id", params)]
-    conn.executemany("UPDATE dead_letters SET replay=?, note='' WHERE id=?", [(now, i) for i in asked])
-    conn.execute("COMMIT")
-    if rows or not asked:
-        print(f"replayed {len(rows)} sink dead letter(s) ({sum(r[5] for r in rows)} readings)")
-    return _ingress_outcome(conn, asked, args.wait) if asked else 0
+    done = replay_dead_letters(conn, _selection(args), time.time())
+    if done.records or not done.ingress:
+        print(f"replayed {len(done.records)} sink dead letter(s) ({done.readings} readings)")
+    return _ingress_outcome(conn, done.ingress, args.wait) if done.ingress else 0
 
 
 def _ingress_outcome(conn: sqlite3.Connection, asked: list[int], wait: float) -> int:
     """Wait up to `wait` s for the running site to settle the asked-for ingress replays; report them."""
+    from ..dataplane.deadletters import ingress_outcome
     deadline = time.monotonic() + max(0.0, wait)
-    marks = ",".join("?" * len(asked))
     while True:
-        left = {r[0]: r[1:] for r in conn.execute(
-            f"SELECT id, replay, error, attempts, note FROM dead_letters WHERE id IN ({marks})", asked)}
-        pending = [i for i, r in left.items() if r[0]]
-        if not pending or time.monotonic() >= deadline:
+        out = ingress_outcome(conn, asked)
+        if not out["pending"] or time.monotonic() >= deadline:
             break
         time.sleep(0.2)
     if wait <= 0:
         print(f"asked the site to decode {len(asked)} ingress dead letter(s) again; `dlq list` shows how it went")
         return 0
-    decoded = len(asked) - len(left)
-    failed = [(i, r[1]) for i, r in left.items() if not r[0] and not r[3]]
-    untried = [(i, r[3]) for i, r in left.items() if not r[0] and r[3]]
+    decoded = len(out["decoded"])
     print(f"ingress: {decoded} of {len(asked)} dead letter(s) decoded with the current mapping, their readings "
           "committed and the dead letters deleted")
-    for i, error in failed:
+    for i, error in out["failed"]:
         print(f"  {i}: still fails: {error}")
-    for i, why in untried:
+    for i, why in out["untried"]:
         print(f"  {i}: not replayed: {why}")
-    if pending:
-        print(f"  {len(pending)} not done after {wait:g} s (is the site running?); they stay asked for and the "
+    if out["pending"]:
+        print(f"  {len(out['pending'])} not done after {wait:g} s (is the site running?); they stay asked for and the "
               "site decodes them when it runs")
     return 0 if decoded == len(asked) else 1
 
 
 @_reporting
 def cmd_purge(args: argparse.Namespace) -> int:
+    from ..dataplane.deadletters import purge_dead_letters
     conn, _ = _db(args)
-    where, params = _selection(args)
-    n = conn.execute(f"DELETE FROM dead_letters{where}", params).rowcount
-    print(f"purged {n} dead letter(s)")
+    gone = purge_dead_letters(conn, _selection(args))
+    print(f"purged {sum(gone.values())} dead letter(s)")
     return 0
