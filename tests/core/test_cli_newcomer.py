@@ -205,3 +205,14 @@ def test_every_verb_that_takes_a_site_file_says_when_it_is_missing_without_a_tra
     assert out.returncode == 1 and out.stderr.startswith("error: root.json: no such file; give the registry's "
                                                          "1.root.json (REGISTRY/metadata/1.root.json)"), out.stderr
     assert not (tmp_path / "state" / "plugins" / "trust" / "metadata" / "root.json").exists()
+
+
+def test_plugin_build_of_a_folder_that_is_not_there_says_what_to_give(tmp_path):
+    assert sitegate("plugin", "new", "acme_meter", "--kind", "adapter", cwd=tmp_path).returncode == 0
+    for given, what in (("acme_metr", "no such folder"), ("acme_meter/manifest.json", "not a folder")):
+        out = sitegate("plugin", "build", given, cwd=tmp_path)
+        assert out.returncode == 1, out.stdout
+        assert out.stderr.strip() == (f"error: {given}: {what} ({tmp_path / given}); give the integration's folder, "
+                                      "the one holding manifest.json"), out.stderr
+    assert not (tmp_path / "dist").exists()
+    assert sitegate("plugin", "build", "acme_meter", cwd=tmp_path).stdout.startswith("dist/acme_meter-0.1.0.zip")

@@ -34,8 +34,12 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        return _fail(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'} ({folder.absolute()}); "
+                     f"give the integration's folder, the one holding manifest.json")
     try:
-        manifest, data = build_artifact(Path(args.folder))
+        manifest, data = build_artifact(folder)
     except ConfigError as exc:
         return _fail(str(exc))
     out_dir = Path(args.out)
@@ -69,7 +73,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("plugin", help="plugin authors: keygen, build, publish")
+    parser = subparsers.add_parser("plugin", help="plugin authors: new, keygen, build, publish")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     p = verbs.add_parser("keygen", help="create a publisher key pair (NAME.key and NAME.pub)")
@@ -77,8 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="private key path (default: NAME.key)")
     p.set_defaults(func=cmd_keygen)
 
-    p = verbs.add_parser("build", help="build the reproducible artifact of plugins/<domain>")
-    p.add_argument("folder")
+    p = verbs.add_parser("build", help="zip an integration folder into its reproducible artifact, DOMAIN-VERSION.zip")
+    p.add_argument("folder", help="the integration's folder (the one holding manifest.json), e.g. acme_meter")
     p.add_argument("--out", default="dist", help="output folder (default: dist)")
     p.set_defaults(func=cmd_build)
 
