@@ -222,6 +222,7 @@ async function fillPoints() {
   const sel = $("cmd-point");
   const current = sel.value;
   const writable = Object.entries(d.points).filter(([, p]) => p.writable).map(([name]) => name);
+  state.pointTypes = Object.fromEntries(Object.entries(d.points).map(([name, p]) => [name, p.datatype]));
   sel.replaceChildren(...writable.map((p) => el("option", {value: p}, p)));
   if (writable.includes(current)) sel.value = current;
 }
@@ -232,6 +233,14 @@ async function sendCommand(e) {
   e.preventDefault();
   const raw = $("cmd-value").value.trim();
   const value = raw !== "" && !isNaN(Number(raw)) ? Number(raw) : raw;
+  const point = $("cmd-point").value;
+  const datatype = (state.pointTypes || {})[point];
+  // Say what is wrong here rather than send a value the point cannot hold.
+  if (raw === "") return showError({code: "value", message: `type the value to write to ${point}`});
+  if ((datatype === "float" || datatype === "int") && typeof value !== "number")
+    return showError({code: "value", message: `${point} holds a number (${datatype}), got "${raw}"`});
+  if (datatype === "int" && !Number.isInteger(value))
+    return showError({code: "value", message: `${point} holds a whole number (int), got ${raw}`});
   const out = $("cmd-result");
   out.textContent = "sending…";
   out.className = "muted";
