@@ -2,8 +2,8 @@
 
 `validate_site` is what `sitegate check` adds to loading.py's schema checks:
 entry ids, integration domains, dependencies, core API ranges, plugin pins,
-each entry's config (migrated, then structured by its integration's class) and
-routes (sinks, processor types, step parameters). It reports every problem.
+each entry's config (migrated, then structured by its integration's class, and the
+other entries it names: `entry_references`) and routes (sinks, processor types, step parameters). It reports every problem.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import attrs
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
@@ -160,7 +161,7 @@ class _Check:
             if integration is None:
                 continue
             try:
-                integration.structure_config(entry.config, entry.version, path=f"entries[{i}].config")
+                config = integration.structure_config(entry.config, entry.version, path=f"entries[{i}].config")
             except MigrationError as exc:
                 self.add(f"entries[{i}].version", f"cannot migrate the config: {exc}")
             except ConfigError as exc:
@@ -168,6 +169,9 @@ class _Check:
                     self.add_placed(issue, f"entries[{i}].config")
             except Exception as exc:  # noqa: BLE001 - the integration's own class raised
                 self.add(f"entries[{i}].config", f"{entry.domain} config: {type(exc).__name__}: {exc}")
+            else:
+                for path, message in entry_references(self.site, config, f"entries[{i}].config"):
+                    self.add(path, message)
 
     # --- routes --------------------------------------------------------------------
     def routes(self, integrations: dict[str, Integration]) -> None:
@@ -230,6 +234,35 @@ class _Check:
         except ConfigError as exc:
             for issue in exc.issues:
                 self.add_placed(issue, f"{path}.{name}")
+
+
+def entry_references(site: Site, config: Any, path: str) -> list[tuple[str, str]]:
+    """Problems with the fields of an entry's structured `config` that name another entry of `site`.
+
+    Such a field carries ``metadata={"names_entry": ("domain", ...)}`` (the domains the named
+    entry may have; empty: any): the entry must exist and be of one of them. Returns (path of the
+    field, message) pairs. `sitegate check` reports them; an integration may check at setup too.
+    """
+    if not attrs.has(type(config)):
+        return []
+    entries = {e.id: e for e in site.entries}
+    out: list[tuple[str, str]] = []
+    for field in attrs.fields(type(config)):
+        if "names_entry" not in field.metadata:
+            continue
+        target = getattr(config, field.name)
+        if target is None:
+            continue
+        domains = tuple(field.metadata["names_entry"])
+        kind = " or ".join(domains) + " " if domains else ""
+        where = f"{path}.{field.alias or field.name}"
+        entry = entries.get(target)
+        if entry is None:
+            fitting = sorted(e.id for e in site.entries if not domains or e.domain in domains)
+            out.append((where, f"no entry {target!r} in the site; {kind}entries: {', '.join(fitting) or 'none'}"))
+        elif domains and entry.domain not in domains:
+            out.append((where, f"entry {target!r} has domain {entry.domain}, not {' or '.join(domains)}"))
+    return out
 
 
 def validate_site(loaded: LoadedSite, loader: Loader, *, entry_index: list[int] | None = None,
