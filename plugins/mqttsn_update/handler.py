@@ -35,7 +35,8 @@ class MqttsnUpdateHandler:
     def __init__(self, trusted: Mapping[str, nacl.signing.VerifyKey], *, host: str = "127.0.0.1", port: int = 0,
                  chunk_size: int = 1024, window: int = 8, retry: float = 0.5, request_timeout: float = 10.0,
                  emit: Callable[..., None] | None = None, golden: Mapping[str, Any] | None = None,
-                 on_status: Callable[[str, str | None, str | None, str | None], bool] | None = None):
+                 on_status: Callable[[str, str | None, str | None, str | None], bool] | None = None,
+                 twin_id: Callable[[str], str] | None = None):
         self.trusted = dict(trusted)
         self.host, self.port = host, port
         self.chunk_size = chunk_size
@@ -47,6 +48,7 @@ class MqttsnUpdateHandler:
         # Told (device, hardware id, firmware version, config version) whenever what the device runs
         # committed changes; returns False if it could not pass it on (asked again at the next HELLO).
         self.on_status = on_status
+        self._twin_id = twin_id                  # device -> the site device whose twin shows it
         self._told: dict[str, tuple] = {}        # device -> what on_status last took
         self.devices: dict[str, dict] = {}       # device -> last status it reported (HELLO)
         self._addr: dict[str, tuple] = {}
@@ -237,6 +239,10 @@ class MqttsnUpdateHandler:
         return answer
 
     # --- the UpdateHandler contract ---------------------------------------------------
+    def twin_id(self, device: str) -> str | None:
+        """The site device whose twin shows `device` (None: the engine's default, `<entry id>.<device>`)."""
+        return self._twin_id(device) if self._twin_id is not None else None
+
     def inventory(self) -> dict[str, dict]:
         """Devices heard from, with what they reported: hw (hardware id), version, counter, config, ..."""
         return {d: {"hardware_id": s.get("hw"), **s} for d, s in self.devices.items()}

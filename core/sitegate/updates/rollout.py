@@ -8,6 +8,10 @@ step, so a restarted gateway picks up exactly where it stopped. Per-device progr
 is written off the trio thread (store.StateWriter) and awaited before the step it
 records; changes of a rollout's state are written at once, on the trio thread, so an
 operator's request judged against the state never races a queued write.
+
+Twins: each device is shown by the twin `handler.twin_id(device)` (default
+`<entry id>.<device>`); a config rollout sets that twin's desired config to the
+artifact's version when the device's step starts (`twins` gives the registry).
 """
 
 from __future__ import annotations
@@ -38,13 +42,16 @@ class RolloutEngine:
 
     def __init__(self, store: RolloutStore, handler_for: Callable[[str], Any], *,
                  emit: Callable[[Event], None] | None = None,
-                 trusted: Mapping[str, nacl.signing.VerifyKey] | None = None, poll: float = 0.5):
+                 trusted: Mapping[str, nacl.signing.VerifyKey] | None = None, poll: float = 0.5,
+                 twins: Callable[[], Any] | None = None):
         self.store = store
         self.handler_for = handler_for
+        self.twins = twins or (lambda: None)   # the device registry (twins.Twins) when the site runs one
         self._emit = emit or (lambda event: None)
         self.trusted = trusted
         self.poll = poll   # how often operator requests made by another process (the CLI) are picked up
         self._active: dict[str, trio.CancelScope] = {}
+        self._entry: dict[str, str] = {}       # rollout id -> its entry (read once)
         self._states: dict[str, str] = {}
         store.changed = self._states.__setitem__   # every state the engine writes updates the cache
         self.writer = StateWriter(store)
@@ -236,6 +243,8 @@ class RolloutEngine:
             await write("set_target", rollout_id, device, status="in_progress", step=step, started_at=time.time(),
                              failure="", detail="resumed" if target["status"] == "in_progress" else "",
                              action="device_start")
+            if artifact.manifest.kind == "config":
+                self._desire(rollout_id, handler, device, artifact.manifest.version)
             with trio.move_on_after(policy.device_timeout) as cs:
                 try:
                     already = await handler.stage(device, artifact)
@@ -342,6 +351,26 @@ class RolloutEngine:
                             "failed devices are rolled back; `sitegate rollout resume` to go on", Severity.CRITICAL)
                 return
 
+    # --- twins ------------------------------------------------------------------------------
+    def twin_id(self, entry: str, device: str, handler: Any = None) -> str:
+        """The site device whose twin shows the handler's `device`: `handler.twin_id(device)` or `<entry>.<device>`."""
+        handler = handler if handler is not None else self.handler_for(entry)
+        named = getattr(handler, "twin_id", None)
+        return (named(device) if named is not None else None) or f"{entry}.{device}"
+
+    def _desire(self, rollout_id: str, handler: Any, device: str, version: str) -> None:
+        """A config rollout reached `device`: its twin's desired config is the artifact's version from now on
+        (drift shows until the device reports it; a failure or rollback leaves it, as a shadow's desired state)."""
+        twins = self.twins()
+        if twins is None:
+            return
+        entry = self._entry.get(rollout_id) or self.store.get(rollout_id)["entry"]
+        self._entry[rollout_id] = entry
+        try:
+            twins.set_desired(self.twin_id(entry, device, handler), version)
+        except Exception:  # noqa: BLE001 - the registry must not stop a rollout
+            log.exception("%s: desired config of %s not set", rollout_id, device)
+
     # --- events -----------------------------------------------------------------------------
     def _device_event(self, rollout_id: str, device: str, failure: str, detail: str, step: str, counts: dict) -> None:
         if failure:
@@ -359,7 +388,7 @@ class RolloutEngine:
                 "done": counts["executed"], "total": counts["total"], "succeeded": counts["succeeded"],
                 "failed": counts["failed"], "reason": r.get("reason", ""), **data}
         if device is not None and r.get("entry"):
-            data["twin"] = f"{r['entry']}.{device}"   # the site device: entry.device_name(device) of the handler's entry
+            data["twin"] = self.twin_id(r["entry"], device)   # the site device whose twin shows it
         try:
             self._emit(Event(kind, "rollouts", device, None, severity, message, data))
         except Exception:  # noqa: BLE001 - a broken subscriber must not stop a rollout

@@ -1,7 +1,8 @@
 """The rollout engine as a core service of a running site (see runner.SERVICES).
 
 `start_rollouts(host, nursery)` opens <state_dir>/updates.sqlite, finds update
-handlers in loaded entries, sends rollout.* events to the site's event bus and
+handlers in loaded entries, sends rollout.* events to the site's event bus, sets
+the desired config of the twins a config rollout reaches (host.services["twins"]) and
 puts the engine in ``host.services["rollouts"]`` for the WebSocket API.
 """
 
@@ -29,7 +30,8 @@ async def start_rollouts(host: Any, nursery: trio.Nursery) -> RolloutEngine:
         return host.services["rollouts"]   # already running for this site
     durability = getattr(host.loaded.site, "durability", "process-crash")
     store = RolloutStore(host.state_dir, durability=durability)
-    engine = RolloutEngine(store, handler_lookup(host), emit=host.events.emit)
+    engine = RolloutEngine(store, handler_lookup(host), emit=host.events.emit,
+                           twins=lambda: host.services.get("twins"))
     host.services["rollouts"] = engine
     await nursery.start(engine.run)
     return engine
