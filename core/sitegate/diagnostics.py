@@ -78,6 +78,8 @@ def bundle(host: "SiteHost", target: str | None = None) -> dict[str, Any]:
         "site": host.name,
         "integrations": {d: i.manifest.version for d, i in host.loader.loaded.items()},
     }
+    twins = host.services.get("twins")
+    twin = twins.get(target) if twins is not None and target is not None and target not in host.runners else None
     if target is None:
         doc["entries"] = {e: _entry_part(host, e) for e in host.runners}
         doc["pipeline"] = {"readings_in": host.pipeline.readings_in, "batches_in": host.pipeline.batches_in,
@@ -86,11 +88,14 @@ def bundle(host: "SiteHost", target: str | None = None) -> dict[str, Any]:
         doc["recent_problems"] = [e.to_json() for e in host.events.recent if e.severity >= 1][-100:]
     elif target in host.runners:
         doc["entry"] = _entry_part(host, target)
-    elif target in host.devices.devices:
-        info = host.devices.devices[target]
-        doc["device"] = {"info": _jsonable(info), "latest": {p: list(v) for p, v in host.pipeline.latest_of(target).items()},
+    elif target in host.devices.devices or twin is not None:
+        info = host.devices.devices.get(target)
+        doc["device"] = {"info": _jsonable(info) if info is not None else None,
+                         "latest": {p: list(v) for p, v in host.pipeline.latest_of(target).items()},
                          "recent_events": [e.to_json() for e in host.events.recent if e.device == target][-50:]}
-        if info.entry in host.runners:
+        if twin is not None:   # what the site knows of it: versions an update handler reported, config drift, liveness
+            doc["device"]["twin"] = _jsonable(twin)
+        if info is not None and info.entry in host.runners:
             doc["entry"] = _entry_part(host, info.entry)
     else:
         raise KeyError(f"no entry or device named {target!r}; entries: {', '.join(host.runners) or 'none'}")

@@ -104,6 +104,12 @@ async def test_a_node_has_one_twin_with_its_readings_and_its_firmware(sitegate_s
         assert not [d for d in host.devices.devices if d.startswith("node-updates.")]
         # A node that never sent a reading has its twin too, with versions and no points yet.
         assert twins.get("sensors.n0004")["points"] == {}
+        # `sitegate diagnostics SITE DEVICE` (the same bundle) shows the twin beside what the adapter declared.
+        from sitegate.diagnostics import bundle
+        shown = bundle(host, "sensors.n0001")["device"]
+        assert shown["info"]["entry"] == "sensors"
+        assert (shown["twin"]["fw_version"], shown["twin"]["hw_version"]) == ("1.1.0", ids["sensors.n0001"].hw)
+        assert bundle(host, "sensors.n0004")["device"]["twin"]["fw_version"] == "1.1.0"
         # Progress events name the merged twin; rollouts keep the handler's ids.
         assert sorted(e.data["twin"] for e in progress) == sorted(ids)
         assert sorted(e.device for e in progress) == sorted(fleet.nodes)
