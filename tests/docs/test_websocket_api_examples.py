@@ -26,7 +26,7 @@ from typing import Any
 import trio
 
 from sitegate.api.messages import COMMANDS
-from sitegate.api.schema import EXAMPLE_SITE, EXAMPLE_UPDATE
+from sitegate.api.schema import EXAMPLE_SITE, EXAMPLE_UPDATE, example_dead_letters
 from sitegate.config import load_site
 from sitegate.host import SiteHost
 from sitegate.testing import api_client, wait_for, write_site
@@ -163,6 +163,7 @@ async def test_every_example_exchange_in_the_reference_runs_against_a_real_site(
         with trio.fail_after(20):
             while not (await history.query("sim.dev0", "temperature", 0, 2e9))["rows"]:
                 await trio.sleep(0.1)
+        await example_dead_letters(host)
         await trio.to_thread.run_sync(publish_new_simulator, tmp_path, keys, "1.1.0")
         await trio.to_thread.run_sync(publish_firmware, tmp_path, keys)
 

@@ -349,3 +349,58 @@ async def rollout_resume(server, conn, mid, args: m.RolloutResume):
 @handles("rollout_abort")
 async def rollout_abort(server, conn, mid, args: m.RolloutAbort):
     return await _rollout_request(server, "abort", args.rollout_id)
+
+
+# --- dead letters: the same table and code as `sitegate dlq` (dataplane/deadletters.py) ----------
+
+def _plane(server):
+    plane = server.host.services.get("dataplane")
+    if plane is None:
+        raise ApiError("not_found", "this site runs no data plane (no dead-letter table)")
+    return plane
+
+
+def _selection(args):
+    from ..dataplane.deadletters import Selection
+    from ..errors import SitegateError
+    try:
+        return Selection(tuple(args.ids), args.entry_id, args.kind, args.all)
+    except SitegateError as exc:
+        raise ApiError("invalid_format", str(exc)) from None
+
+
+def _which(args, verb: str):
+    if not (args.ids or args.all or args.entry_id or args.kind):
+        raise ApiError("invalid_format", f"{verb}: say which dead letters: ids, all, entry_id or kind")
+    return _selection(args)
+
+
+@handles("list_dead_letters")
+async def list_dead_letters(server, conn, mid, args: m.ListDeadLetters):
+    from ..dataplane.deadletters import Selection
+    plane = _plane(server)
+    rows = await plane.list_dead_letters(Selection(entry=args.entry_id, kind=args.kind), after=args.after_id,
+                                         limit=args.limit + 1)
+    return _jsonable({"dead_letters": rows[:args.limit], "more": len(rows) > args.limit,
+                      "stored": dict(plane.dead_letters)})
+
+
+@handles("get_dead_letter")
+async def get_dead_letter(server, conn, mid, args: m.GetDeadLetter):
+    from ..errors import SitegateError
+    try:
+        return _jsonable(await _plane(server).show_dead_letter(args.dead_letter_id))
+    except SitegateError as exc:
+        raise ApiError("not_found", str(exc)) from None
+
+
+@handles("replay_dead_letters")
+async def replay_dead_letters(server, conn, mid, args: m.ReplayDeadLetters):
+    return _jsonable(await _plane(server).replay_dead_letters(_which(args, "replay_dead_letters")))
+
+
+@handles("purge_dead_letters")
+async def purge_dead_letters(server, conn, mid, args: m.PurgeDeadLetters):
+    plane = _plane(server)
+    gone = await plane.purge_dead_letters(_which(args, "purge_dead_letters"))
+    return {"purged": gone, "stored": dict(plane.dead_letters)}

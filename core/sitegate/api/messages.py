@@ -280,6 +280,88 @@ class RollbackPlugin:
     domain: str = attrs.field(metadata=_doc("The integration."))
 
 
+# --- dead letters (the dead-letter table of the site's WAL, as `sitegate dlq`) ----------------------
+
+_UNTRIED = ("entry 'sim' (integration 'simulator') cannot decode its dead letters again; `dlq show` them, "
+            "`dlq purge` them")
+
+
+@command("list_dead_letters", role="viewer", example={"limit": 50},
+         result={"dead_letters": [
+             {"id": 1, "kind": "sink", "sink": "history", "entry": "history", "priority": "normal",
+              "device": "sim.dev0", "seq": 0, "readings": 1, "failed_at": 1700000000.0,
+              "error": "temperature: 1e+09 degC is out of range"},
+             {"id": 2, "kind": "ingress", "entry": "sim", "source": "sim/dev0/state", "device": "sim.dev0",
+              "bytes": 22, "failed_at": 1700000000.0, "error": "temperature: not a number: 'n/a'", "attempts": 0,
+              "replay_requested": None, "note": None}],
+             "more": False, "stored": {"sink": 1, "ingress": 1}})
+@attrs.frozen
+class ListDeadLetters:
+    """Dead letters, oldest first, without their payloads: readings a sink refused permanently
+    (`kind` `sink`: the sink, device, sequence number, readings, error) and payloads an adapter could
+    not decode (`ingress`: the entry, where it came from, its size, the error, replay attempts and
+    notes). `more` says whether further ones follow (ask again with `after_id`), `stored` counts
+    the whole table by kind. `dlq.*` events say when to ask again."""
+
+    kind: Literal["sink", "ingress"] | None = attrs.field(default=None, metadata=_doc("Only this kind."))
+    entry_id: str | None = attrs.field(default=None, metadata=_doc(
+        "Only dead letters of this entry (the sink, or the adapter of ingress ones)."))
+    after_id: int = attrs.field(default=0, metadata=_doc("Only ids above this one (the last id of the previous page)."))
+    limit: int = attrs.field(default=100, metadata=_doc("At most this many (1 to 1,000)."))
+
+    def __attrs_post_init__(self) -> None:
+        if not 1 <= self.limit <= 1000:
+            raise ValueError(f"limit: expected 1 to 1000 dead letters, got {self.limit}")
+
+
+@command("get_dead_letter", role="operator", example={"dead_letter_id": 2},
+         result={"id": 2, "kind": "ingress", "entry": "sim", "source": "sim/dev0/state", "device": "sim.dev0",
+                 "context": None, "error": "temperature: not a number: 'n/a'", "failed_at": 1700000000.0,
+                 "attempts": 0, "replay_requested": None, "note": None, "bytes": 22,
+                 "payload_text": "{\"temperature\": \"n/a\"}", "payload_hex": "7b2274656d7065726174757265223a20226e2f61227d"})
+@attrs.frozen
+class GetDeadLetter:
+    """One dead letter with what it holds: an ingress one's payload (`payload_text` when it is
+    UTF-8, else null, and `payload_hex`) and `context`; a sink one's readings, each with its
+    msgId, point, value, ts and quality. Operators and admins only: a payload is whatever the
+    device sent, and may hold restricted points or personal data the site cannot see."""
+
+    dead_letter_id: int = attrs.field(metadata=_doc("The dead letter's id (from `list_dead_letters`)."))
+
+
+@command("replay_dead_letters", role="operator", example={"ids": [1, 2]},
+         result={"sink": {"replayed": 1, "readings": 1},
+                 "ingress": {"asked": 1, "decoded": [], "failed": [], "untried": [{"id": 2, "note": _UNTRIED}],
+                             "pending": []}})
+@attrs.frozen
+class ReplayDeadLetters:
+    """Replay dead letters as `sitegate dlq replay` does. Sink ones go back to the WAL for their
+    sink with their sequence numbers (the same msgIds) and leave the table. Ingress ones are handed
+    to the entry that stored them, to decode again with its current mapping: `decoded` ones are
+    deleted once their readings are committed, `failed` ones stay with the new error, `untried`
+    ones (entry not running, or unable to decode again) stay with a note, `pending` ones (their
+    entry is being set up) are replayed when it is. Say which: `ids`, `all`, `entry_id` or `kind`
+    (they combine). A `dlq.replayed` event follows."""
+
+    ids: list[int] = attrs.field(factory=list, metadata=_doc("These dead letters."))
+    all: bool = attrs.field(default=False, metadata=_doc("Every dead letter (of `entry_id` or `kind`, if given)."))
+    entry_id: str | None = attrs.field(default=None, metadata=_doc("Only dead letters of this entry."))
+    kind: Literal["sink", "ingress"] | None = attrs.field(default=None, metadata=_doc("Only this kind."))
+
+
+@command("purge_dead_letters", role="admin", example={"kind": "ingress"},
+         result={"purged": {"sink": 0, "ingress": 1}, "stored": {"sink": 0, "ingress": 0}})
+@attrs.frozen
+class PurgeDeadLetters:
+    """Delete dead letters for good, as `sitegate dlq purge` does (admins only: nothing brings them
+    back). Say which: `ids`, `all`, `entry_id` or `kind` (they combine). A `dlq.purged` event follows."""
+
+    ids: list[int] = attrs.field(factory=list, metadata=_doc("These dead letters."))
+    all: bool = attrs.field(default=False, metadata=_doc("Every dead letter (of `entry_id` or `kind`, if given)."))
+    entry_id: str | None = attrs.field(default=None, metadata=_doc("Only dead letters of this entry."))
+    kind: Literal["sink", "ingress"] | None = attrs.field(default=None, metadata=_doc("Only this kind."))
+
+
 # --- what the server sends ----------------------------------------------------------------------
 
 @attrs.frozen

@@ -129,7 +129,8 @@ def _type_text(schema: dict[str, Any]) -> str:
 # in this order: state-changing commands come after the reads that show the state they change.
 EXAMPLE_ORDER = ("ping", "get_site", "get_entries", "list_plugins", "list_devices", "get_device",
                  "subscribe_readings", "subscribe_events", "unsubscribe", "device_command", "set_desired_config",
-                 "history", "diagnostics", "unload_entry", "setup_entry", "reload_entry", "upgrade_plugin",
+                 "history", "diagnostics", "list_dead_letters", "get_dead_letter", "replay_dead_letters",
+                 "purge_dead_letters", "unload_entry", "setup_entry", "reload_entry", "upgrade_plugin",
                  "rollback_plugin", "rollout_start", "rollout_status", "rollout_pause", "rollout_resume",
                  "rollout_abort")
 
@@ -149,6 +150,26 @@ entries:
 routes:
   - {name: to-history, from: ["sim.*/*"], to: [history]}
 """
+
+
+
+async def example_dead_letters(host) -> None:
+    """The dead letters the dead-letter examples show, made the way a running site makes them: the
+    history sink refuses a reading for good (id 1), the simulator's entry gets a payload it
+    cannot decode (id 2)."""
+    import time
+
+    from ..model import Batch
+    from ..plugins import SinkError
+    plane = host.services["dataplane"]
+    reading = Batch("sim.dev0", ["temperature"], [1e9], [time.time()], None, "sim", 0)
+    plane.deliveries["history"]._dead_letter(1, reading, SinkError("temperature: 1e+09 degC is out of range",
+                                                                   permanent=True))
+    sim = host.entry("sim")
+    sim.dead_letter(b'{"temperature": "n/a"}', source="sim/dev0/state", device="sim.dev0",
+                    error="temperature: not a number: 'n/a'")
+    await sim.dead_letters_committed()
+
 
 # The firmware update the rollout examples roll out, signed by the registry's publisher.
 EXAMPLE_UPDATE = {"name": "node-fw", "version": "2.1.0", "release_counter": 2, "hardware_ids": ["th-v1"]}

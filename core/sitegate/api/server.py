@@ -392,13 +392,14 @@ class ApiServer:
         if event.kind.startswith("sink."):
             sink = (event.data or {}).get("entry") or (event.data or {}).get("sink") or event.source
             info = self._sinks.setdefault(sink, {})
-            info.update({k: v for k, v in (event.data or {}).items() if isinstance(v, (str, int, float, bool))})
+            if event.kind in ("sink.state", "sink.attached", "sink.detached"):
+                # Others (sink.dead_letter: a device, seq, error) say nothing of the sink itself.
+                info.update({k: v for k, v in (event.data or {}).items() if isinstance(v, (str, int, float, bool))})
+            info.setdefault("state", "attached")
             info["last_event"] = event.kind
             info["ts"] = event.ts
             if event.kind == "sink.detached":
                 info["state"] = "detached"
-            elif event.kind == "sink.attached" and "state" not in info:
-                info["state"] = "attached"
 
     def sink_states(self) -> dict[str, Any]:
         out = {sink: dict(info) for sink, info in self._sinks.items()}

@@ -356,9 +356,14 @@ class SinkDelivery:
         self.dead_letters += len(b)
         body = encode_body(b.points, b.values, b.timestamps, b.quality, b.source)
         row = (self.sink_id, prio, b.device, b.seq, len(b), str(error), time.time(), body)
-        self.plane.wal.call_nowait(lambda c: c.execute(
-            "INSERT INTO dead_letters(sink, prio, device, seq, n, error, failed_at, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row))
+        counts = self.plane.dead_letters
+
+        def store(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO dead_letters(sink, prio, device, seq, n, error, failed_at, body) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+            counts["sink"] += 1
+        self.plane.wal.call_nowait(store)
+        self.plane.sink_dead_lettered(1)
         log.warning("sink %s rejected %s seq %d permanently (%s): moved to the dead-letter table",
                     self.sink_id, b.device, b.seq, error)
         self.plane.emit(Event("sink.dead_letter", self.sink_id, b.device, b.points[0], Severity.WARNING,

@@ -22,6 +22,8 @@ from ..errors import ConfigError, PluginLoadError
 from ..model import Event, Severity
 from ..plugins import ProcessorContext
 from ..structure import converter, structure
+from .deadletters import (KINDS, Selection, count_dead_letters, ingress_outcome, list_dead_letters,
+                          purge_dead_letters, replay_dead_letters, show_dead_letter)
 from .delivery import SinkDelivery
 from .privacy import PrivacyGuard
 from .retention import Retention, read_drops
@@ -78,6 +80,13 @@ class DataPlane:
         self.ingress_dead_letters = {"stored": 0, "removed_by_cap": 0, "lost": 0, "write_failures": 0}
         self._dl_warned = 0.0
         self.ingress_replays = {"decoded": 0, "failed_again": 0, "untried": 0}
+        # Dead letters in the table by kind, for metrics and dlq.* events: changed by what this site
+        # does (counted as it does it, in the writer thread) and counted again when another process
+        # (`sitegate dlq`) wrote to the file or a group rolled back.
+        self.dead_letters = dict.fromkeys(KINDS, 0)
+        self._dl_seen: tuple[int, int] | None = None  # (data_version, failed_groups) when last counted
+        self._dl_added = dict.fromkeys(KINDS, 0)      # since the last dlq.added event
+        self._replaying = trio.Lock()
         self._applied = False                        # the first apply (every entry started once) is done
         self._configure(site)
 
@@ -108,6 +117,7 @@ class DataPlane:
         self.wal.start()
         self.host.pipeline.seed_sequences(self.wal.next_seq)
         self.wal.on_commit.append(self._committed)
+        await self.wal.call(self._check_dead_letter_counts)
         self.rebuild_routes()
         self.host.on_apply.append(self._on_apply)
         self.host.events.add_callback(self._on_event)
@@ -331,6 +341,7 @@ class DataPlane:
         except BaseException:
             self._dl_totals[:] = [-1, 0]
             raise
+        self.dead_letters["ingress"] += len(rows) - removed
         return len(rows), removed
 
     def _dead_letters_stored(self, op) -> None:
@@ -340,6 +351,7 @@ class DataPlane:
             log.error("ingress dead letters not stored: %s", op.error)
             return
         stored, removed = op.result
+        self._dl_added["ingress"] += stored
         counts = self.ingress_dead_letters
         counts["stored"] += stored
         counts["removed_by_cap"] += removed
@@ -354,12 +366,20 @@ class DataPlane:
     async def _replay_loop(self) -> None:
         while True:
             await trio.sleep(self.replay_every)
+            if await self.wal.call(self._check_dead_letter_counts):
+                self._emit_dlq("dlq.changed", Severity.INFO, "the dead-letter table was changed by another process "
+                               "(sitegate dlq)", {})
+            self._report_added()
             while True:
                 done = await self.replay_ingress()
                 if done["requested"] < self.replay_batch or done["requested"] == done["waiting"]:
                     break                            # else more may be asked for: go on at once
 
     async def replay_ingress(self) -> dict[str, int]:
+        async with self._replaying:               # the loop and the API's replay_dead_letters
+            return await self._replay_ingress()
+
+    async def _replay_ingress(self) -> dict[str, int]:
         """Hand the ingress dead letters asked for (`sitegate dlq replay` sets `replay` in the file)
         to the entries that stored them, to decode again with their current mapping
         (EntryContext.on_redecode). Decoded: deleted once the readings are committed. Failing
@@ -401,7 +421,9 @@ class DataPlane:
                 else:
                     failed.append((r[0], str(result)))
         if decoded or failed or untried:
-            await self.wal.call(lambda conn: settle_ingress_replays(conn, decoded, failed, untried, self._dl_totals))
+            def settle(conn):
+                self.dead_letters["ingress"] -= settle_ingress_replays(conn, decoded, failed, untried, self._dl_totals)
+            await self.wal.call(settle)
         out.update(decoded=len(decoded), failed_again=len(failed), untried=len(untried))
         for key in ("decoded", "failed_again", "untried"):
             self.ingress_replays[key] += out[key]
@@ -409,7 +431,8 @@ class DataPlane:
             self.emit(Event("dlq.replayed", "core", severity=Severity.WARNING if failed or untried else Severity.INFO,
                             message=f"ingress dead letters replayed: {len(decoded)} decoded, {len(failed)} failed "
                                     f"again, {len(untried)} not tried" + (f" ({untried[0][1]})" if untried else ""),
-                            data={k: out[k] for k in ("decoded", "failed_again", "untried")}))
+                            data={"kind": "ingress", **{k: out[k] for k in ("decoded", "failed_again", "untried")},
+                                  "stored": dict(self.dead_letters)}))
         return out
 
     def _redecoder(self, entry_id: str) -> tuple[str | None, Any]:
@@ -429,6 +452,93 @@ class DataPlane:
             return (f"entry {entry_id!r} (integration {ctx.domain!r}) cannot decode its dead letters again; "
                     "`dlq show` them, `dlq purge` them", None)
         return None, ctx.redecoder
+
+    # --- the dead-letter table for the WebSocket API (dlq commands; the CLI has its own connection) ----
+    def _check_dead_letter_counts(self, conn) -> bool:
+        # In the writer thread: count again when another process wrote to the file (PRAGMA
+        # data_version moves only for other connections' commits) or a group rolled back.
+        # True when that changed the counts (not at the first count).
+        seen = (conn.execute("PRAGMA data_version").fetchone()[0], self.wal.failed_groups)
+        if seen == self._dl_seen:
+            return False
+        before, first = dict(self.dead_letters), self._dl_seen is None
+        self.dead_letters.update(count_dead_letters(conn))
+        self._dl_seen = seen
+        return not first and before != self.dead_letters
+
+    def _emit_dlq(self, kind: str, severity: Severity, message: str, data: dict[str, Any]) -> None:
+        self.emit(Event(kind, "core", severity=severity, message=message,
+                        data={**data, "stored": dict(self.dead_letters)}))
+
+    def sink_dead_lettered(self, n: int) -> None:
+        """A sink's delivery stored `n` sink dead letters (delivery.py); for the next dlq.added event."""
+        self._dl_added["sink"] += n
+
+    def _report_added(self) -> None:
+        added, self._dl_added = self._dl_added, dict.fromkeys(KINDS, 0)
+        if any(added.values()):
+            self._emit_dlq("dlq.added", Severity.WARNING,
+                           "new dead letters: " + ", ".join(f"{n} {k}" for k, n in added.items() if n),
+                           {"added": added})
+
+    async def _read(self, fn) -> Any:
+        def run():
+            conn = self.wal.reader()
+            try:
+                return fn(conn)
+            finally:
+                conn.close()
+        return await trio.to_thread.run_sync(run)
+
+    async def list_dead_letters(self, sel: Selection, *, after: int = 0, limit: int | None = None) -> list[dict]:
+        """Dead letters without their payloads (deadletters.list_dead_letters), read off the writer thread."""
+        return await self._read(lambda conn: list_dead_letters(conn, sel, after=after, limit=limit))
+
+    async def show_dead_letter(self, dead_letter_id: int) -> dict[str, Any]:
+        return await self._read(lambda conn: show_dead_letter(conn, dead_letter_id, self.host.name))
+
+    async def replay_dead_letters(self, sel: Selection) -> dict[str, Any]:
+        """Replay as `sitegate dlq replay` does, in the WAL's writer: sink dead letters go back to the
+        WAL for their sink (same msgIds) and delivery is woken; ingress ones are handed to their
+        entries at once (what is not done in this round stays asked for). What happened to each."""
+        def replay(conn):
+            done = replay_dead_letters(conn, sel, time.time(), in_transaction=True)
+            self.dead_letters["sink"] -= len(done.records)
+            return done, self.wal.count_inserted(done.records, done.first_id)
+        done, prio_counts = await self.wal.call(replay)
+        if done.records:
+            self._committed(prio_counts)
+            self._emit_dlq("dlq.replayed", Severity.INFO,
+                           f"sink dead letters replayed: {len(done.records)} ({done.readings} readings) back in the "
+                           "WAL for their sinks", {"kind": "sink", "replayed": len(done.records),
+                                                   "readings": done.readings})
+        out: dict[str, Any] = {"sink": {"replayed": len(done.records), "readings": done.readings}}
+        if done.ingress:
+            if self._applied:
+                await self.replay_ingress()
+            got = await self._read(lambda conn: ingress_outcome(conn, done.ingress))
+            out["ingress"] = {"asked": len(done.ingress), "decoded": got["decoded"],
+                              "failed": [{"id": i, "error": e} for i, e in got["failed"]],
+                              "untried": [{"id": i, "note": n} for i, n in got["untried"]],
+                              "pending": got["pending"]}
+        else:
+            out["ingress"] = {"asked": 0, "decoded": [], "failed": [], "untried": [], "pending": []}
+        return out
+
+    async def purge_dead_letters(self, sel: Selection) -> dict[str, int]:
+        """Delete dead letters for good (as `sitegate dlq purge`); how many of each kind went."""
+        def purge(conn):
+            gone = purge_dead_letters(conn, sel)
+            for kind, n in gone.items():
+                self.dead_letters[kind] -= n
+            if gone["ingress"]:
+                self._dl_totals[:] = [-1, 0]
+            return gone
+        gone = await self.wal.call(purge)
+        if any(gone.values()):
+            self._emit_dlq("dlq.purged", Severity.INFO, "dead letters purged: " +
+                           ", ".join(f"{n} {k}" for k, n in gone.items() if n), {"purged": gone})
+        return gone
 
     # --- questions ----------------------------------------------------------------------
     async def drop_counts(self) -> dict[str, dict[str, int]]:
@@ -453,7 +563,7 @@ class DataPlane:
                 "committed_readings": self.wal.committed_readings, "unrouted": self.table.unrouted,
                 "drops": dict(self.drops), "privacy_withheld": self.privacy.withheld,
                 "ingress_dead_letters": dict(self.ingress_dead_letters),
-                "ingress_replays": dict(self.ingress_replays),
+                "ingress_replays": dict(self.ingress_replays), "dead_letters": dict(self.dead_letters),
                 "sinks": {k: {**d.describe(), "backlog": self.sink_status()[k]["backlog"]}
                           for k, d in self.deliveries.items()}}
 

@@ -138,17 +138,21 @@ def requested_ingress_replays(conn: sqlite3.Connection, limit: int) -> list[tupl
 
 
 def settle_ingress_replays(conn: sqlite3.Connection, decoded: Sequence[int], failed: Sequence[tuple[int, str]],
-                           untried: Sequence[tuple[int, str]], totals: list[int] | None = None) -> None:
+                           untried: Sequence[tuple[int, str]], totals: list[int] | None = None) -> int:
     """Record what replaying ingress dead letters gave: `decoded` ids are deleted (call once their
     readings are committed), `failed` (id, error) keep the new error with one more attempt,
-    `untried` (id, why) keep everything but `note`; the request is done for all of them."""
+    `untried` (id, why) keep everything but `note`; the request is done for all of them.
+    Returns how many were deleted (`dlq purge` may have taken some meanwhile)."""
+    deleted = 0
     if decoded:
-        conn.executemany("DELETE FROM dead_letters WHERE id=? AND kind='ingress'", [(i,) for i in decoded])
+        deleted = conn.executemany("DELETE FROM dead_letters WHERE id=? AND kind='ingress'",
+                                   [(i,) for i in decoded]).rowcount
         if totals is not None:
             totals[:] = [-1, 0]           # counted again at the next store
     conn.executemany("UPDATE dead_letters SET error=?, attempts=attempts+1, replay=0, note='' WHERE id=?",
                      [(error, i) for i, error in failed])
     conn.executemany("UPDATE dead_letters SET replay=0, note=? WHERE id=?", [(why, i) for i, why in untried])
+    return deleted
 
 
 # --- record bodies: the batch's columns, packed once at append --------------------------
@@ -247,6 +251,7 @@ class WriteAheadLog:
         self.committed_groups = 0
         self.committed_records = 0
         self.committed_readings = 0
+        self.failed_groups = 0              # groups rolled back (what their calls counted did not happen)
         # Called on the trio thread after each commit with readings committed per priority.
         self.on_commit: list[Callable[[list[int]], None]] = []
         # Hooks the writer thread runs after each group's appends, inside the transaction
@@ -353,6 +358,7 @@ class WriteAheadLog:
                 prio_counts, readings = self._write_group(conn, ops)
             except BaseException as exc:  # noqa: BLE001 - report to every waiter, keep the thread alive
                 log.exception("WAL commit failed")
+                self.failed_groups += 1
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
@@ -402,6 +408,20 @@ class WriteAheadLog:
         ids = self.last_ids
         for j, r in enumerate(rows):
             ids[r[0]] = first + j
+
+    def count_inserted(self, records: Sequence[tuple[int, int, int]], first_id: int) -> list[int]:
+        """In the writer thread, inside a call: records (prio, readings, size) the call inserted itself
+        (`dlq` replay), with consecutive ids from `first_id`, are counted as appended ones are.
+        Returns readings per priority (for DataPlane._committed)."""
+        prio_counts = [0, 0, 0]
+        for j, (prio, n, size) in enumerate(records):
+            stat = self.live[prio]
+            stat[0] += 1
+            stat[1] += n
+            stat[2] += size + ROW_OVERHEAD
+            prio_counts[prio] += n
+            self.last_ids[prio] = max(self.last_ids[prio], first_id + j)
+        return prio_counts
 
     def _report(self, ops: list[_Op], prio_counts: list[int], readings: int, after: Any) -> None:
         def on_trio() -> None:
