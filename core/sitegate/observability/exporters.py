@@ -44,6 +44,13 @@ def dataplane(plane: Any, host: "SiteHost") -> list[Metric]:
         m.append(Metric("ingress_dead_letters_total", n, {"outcome": outcome}, "counter",
                         "received payloads no adapter could decode, by what became of them "
                         "(stored in the dead-letter table, removed by its cap, lost, write failures)"))
+    for kind, n in d.get("dead_letters", {}).items():
+        m.append(Metric("dead_letters", n, {"kind": kind}, help="dead letters in the table now, by kind (sink: "
+                        "readings a sink refused for good; ingress: payloads an adapter could not decode)"))
+    for outcome, n in d.get("ingress_replays", {}).items():
+        m.append(Metric("ingress_replays_total", n, {"outcome": outcome}, "counter",
+                        "ingress dead letters handed back to their entry (dlq replay), by what became of them "
+                        "(decoded, failed_again, untried)"))
     for route in list(getattr(getattr(plane, "table", None), "routes", [])):
         for k, step in enumerate(route.steps):
             labels = {"route": str(route.name), "step": f"{k}:{type(step).__name__}"}
