@@ -114,6 +114,7 @@ class UpdateHandler(Protocol):
     #   def inventory(self) -> dict[str, dict]   devices this handler reaches, each with at least
     #       "hardware_id" (rollouts target every fitting device when no list is given)
     #   async def report(self, device) -> dict   what the device says it runs
+    #   def twin_id(self, device) -> str | None   the site device whose twin shows it (default <entry id>.<device>)
 
 
 @attrs.frozen(slots=True)
