@@ -24,6 +24,7 @@ from sitegate.testing import wait_for, write_site
 from sitegate.testing.harness import FIRST_PARTY_PLUGINS
 from sitegate.updates import sign_update
 from sitegate.updates.policy import RolloutPolicy
+from tests.updates.test_rollout_twins import completed
 
 HARDWARE = ["th-v1", "th-v2", "th-v3"]
 MQTT_SN_PUB = Path(sys.executable).parent / "mqtt_sn_pub"   # the mqtt-sn-12 client's command
@@ -65,14 +66,6 @@ async def send_reading(host, node: str, point: str, value: float) -> None:
                             "-m", str(value), "-q", "1"], capture_stdout=True, capture_stderr=True)
 
 
-async def finished(engine, rid: str, states=("completed",), timeout: float = 40) -> dict:
-    with trio.fail_after(timeout):
-        while (r := engine.status(rid)[0])["state"] not in ("completed", "paused", "aborted"):
-            await trio.sleep(0.05)
-    assert r["state"] in states, r
-    return r
-
-
 async def test_a_node_has_one_twin_with_its_readings_and_its_firmware(sitegate_site, publisher_key, make_artifact):
     key = publisher_key.verify_key.encode().hex()
     async with sitegate_site(site_text(key)) as host, trio.open_nursery() as nursery:
@@ -87,7 +80,7 @@ async def test_a_node_has_one_twin_with_its_readings_and_its_firmware(sitegate_s
 
         rid = engine.start("node-updates", make_artifact(version="1.1.0", size=2048),
                            policy=RolloutPolicy(soak=0.05, device_timeout=10, health_window=3))
-        assert (await finished(engine, rid))["succeeded"] == 6
+        assert (await completed(engine, rid))["succeeded"] == 6
         await send_reading(host, "n0001", "humidity", 40.5)  # a new point: the adapter declares the device again
 
         # One twin per node, owned by the adapter entry, with firmware, hardware and config version.
@@ -148,7 +141,7 @@ async def test_a_config_rollout_sets_desired_config_drift_shows_until_committed(
                              hardware_ids=HARDWARE)
         rid = engine.start("node-updates", config, policy=RolloutPolicy(waves=(1.0, 100.0), soak=0.05,
                                                                            device_timeout=10, health_window=3))
-        await finished(engine, rid, states=("paused",))       # the sick canary trips the abort criteria
+        await completed(engine, rid, states=("paused",))       # the sick canary trips the abort criteria
         canary = {t["device"] for t in engine.store.targets(rid, wave=0)}
         sick = sick[0]
         assert sick in canary and len(canary) == 3
@@ -163,7 +156,7 @@ async def test_a_config_rollout_sets_desired_config_drift_shows_until_committed(
                 assert (t["desired_config"], t["reported_config"], t["drift"]) == (None, "0", False)
 
         engine.resume(rid)
-        assert (await finished(engine, rid))["succeeded"] == 5
+        assert (await completed(engine, rid))["succeeded"] == 5
         assert {n: during[n] for n in fleet.nodes if n != sick} == {n: ("2", "0", True) for n in fleet.nodes
                                                                      if n != sick}
         assert {n: (twins.get(twin[n])["desired_config"], twins.get(twin[n])["drift"]) for n in fleet.nodes} == \
