@@ -202,3 +202,12 @@ async def test_what_nodes_report_before_the_twin_registry_runs_reaches_it_when_i
                        what="versions told before the registry ran on the twins")
         assert {d: twins.get(d)["reported_config"] for d in ids} == {d: "0" for d in ids}
         nursery.cancel_scope.cancel()
+
+
+def test_devices_of_naming_an_entry_that_does_not_read_is_not_reported_twice(tmp_path, publisher_key):
+    key = publisher_key.verify_key.encode().hex()
+    text = site_text(key).replace("      - id: sensors\n        domain: mqttsn\n",
+                                  "      - id: sensors\n        domain: mqttsn\n        disabled: maybe\n")
+    path = write_site(tmp_path, text)
+    _, issues = check_site(path, Loader(DevFolderSource(FIRST_PARTY_PLUGINS, warn=False)))
+    assert len(issues) == 1 and "entries[0].disabled" in str(issues[0]), [str(i) for i in issues]

@@ -170,8 +170,15 @@ class _Check:
             except Exception as exc:  # noqa: BLE001 - the integration's own class raised
                 self.add(f"entries[{i}].config", f"{entry.domain} config: {type(exc).__name__}: {exc}")
             else:
-                for path, message in entry_references(self.site, config, f"entries[{i}].config"):
+                for path, message in entry_references(self.site, config, f"entries[{i}].config",
+                                                      unreadable=self.unreadable_ids()):
                     self.add(path, message)
+
+    def unreadable_ids(self) -> frozenset[str]:
+        """Ids of entries in the file that did not structure (reported on their own)."""
+        raw = self.loaded.raw.get("entries") if isinstance(self.loaded.raw, dict) else None
+        ids = {e.get("id") for e in raw if isinstance(e, dict)} if isinstance(raw, list) else set()
+        return frozenset(str(i) for i in ids if i is not None) - {e.id for e in self.site.entries}
 
     # --- routes --------------------------------------------------------------------
     def routes(self, integrations: dict[str, Integration]) -> None:
@@ -236,12 +243,14 @@ class _Check:
                 self.add_placed(issue, f"{path}.{name}")
 
 
-def entry_references(site: Site, config: Any, path: str) -> list[tuple[str, str]]:
+def entry_references(site: Site, config: Any, path: str, *, unreadable: frozenset[str] = frozenset()) \
+        -> list[tuple[str, str]]:
     """Problems with the fields of an entry's structured `config` that name another entry of `site`.
 
     Such a field carries ``metadata={"names_entry": ("domain", ...)}`` (the domains the named
     entry may have; empty: any): the entry must exist and be of one of them. Returns (path of the
-    field, message) pairs. `sitegate check` reports them; an integration may check at setup too.
+    field, message) pairs; `unreadable`: ids of entries in the file that could not be read (their
+    own problems are reported). `sitegate check` reports them; an integration may check at setup too.
     """
     if not attrs.has(type(config)):
         return []
@@ -257,6 +266,8 @@ def entry_references(site: Site, config: Any, path: str) -> list[tuple[str, str]
         kind = " or ".join(domains) + " " if domains else ""
         where = f"{path}.{field.alias or field.name}"
         entry = entries.get(target)
+        if entry is None and target in unreadable:
+            continue
         if entry is None:
             fitting = sorted(e.id for e in site.entries if not domains or e.domain in domains)
             out.append((where, f"no entry {target!r} in the site; {kind}entries: {', '.join(fitting) or 'none'}"))
