@@ -216,3 +216,13 @@ def test_plugin_build_of_a_folder_that_is_not_there_says_what_to_give(tmp_path):
                                       "the one holding manifest.json"), out.stderr
     assert not (tmp_path / "dist").exists()
     assert sitegate("plugin", "build", "acme_meter", cwd=tmp_path).stdout.startswith("dist/acme_meter-0.1.0.zip")
+
+
+def test_run_log_level_takes_any_case_and_refuses_an_unknown_one_before_starting(tmp_path):
+    out = sitegate("run", "site.yaml", "--log-level", "verbose", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "argument --log-level: invalid choice: 'VERBOSE' (choose from 'DEBUG', 'INFO', 'WARNING', 'ERROR')" \
+        in out.stderr, out.stderr
+    # lower case is fine: it gets as far as the (missing) site file
+    out = sitegate("run", "site.yaml", "--log-level", "debug", "--registry", REPO / "registry", cwd=tmp_path)
+    assert out.returncode == 1 and "site.yaml: site file not found" in out.stdout + out.stderr, out.stdout + out.stderr

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("site", type=Path, help="the site file (YAML)")
     from .common import add_plugin_source_args
     add_plugin_source_args(p)
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    p.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="DEBUG, INFO, WARNING or ERROR, in any case (default INFO)")
     p.add_argument("--log-json", action="store_true", help="log JSON lines instead of human-readable text")
     p.set_defaults(func=main)
 
