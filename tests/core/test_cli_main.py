@@ -42,3 +42,17 @@ def test_every_verb_help_opens_with_what_the_verb_does():
     missing = [" ".join(path) for path, parser in found.items() if not parser.description]
     assert not missing, f"`sitegate VERB --help` without a description: {missing}"
     assert found[("run",)].format_help().split("\n\n")[1].startswith("Run a site until SIGINT/SIGTERM")
+
+
+def test_version_and_a_misspelt_command():
+    from sitegate import CORE_API_VERSION, __version__
+    run = lambda *argv: subprocess.run([sys.executable, "-m", "sitegate.cli", *argv], capture_output=True,  # noqa: E731
+                                       text=True, timeout=60)
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"sitegate {__version__} (core plugin API {CORE_API_VERSION})"
+    out = run("stauts", "site.yaml")
+    assert out.returncode == 2
+    assert out.stderr.strip() == "sitegate: unknown command 'stauts'; did you mean 'status'? (sitegate --help lists them)"
+    # An integration's tools still go to the integration (opcua is no slip of any command).
+    out = run("opcua", "--dev-plugins", "plugins")
+    assert "unknown command" not in out.stderr, out.stderr

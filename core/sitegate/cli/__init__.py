@@ -8,6 +8,7 @@ Adding a verb means adding a module and naming it in ``_MODULES`` below.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
@@ -26,10 +27,13 @@ _MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import CORE_API_VERSION, __version__
     parser = argparse.ArgumentParser(
         prog="sitegate",
         description="sitegate: compose, check and run an IoT edge gateway site.",
     )
+    parser.add_argument("--version", action="version",
+                        version=f"sitegate {__version__} (core plugin API {CORE_API_VERSION})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _MODULES:
         try:
@@ -59,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = set(parser._subparsers._group_actions[0].choices) if parser._subparsers else set()
     if argv and not argv[0].startswith("-") and argv[0] not in commands and argv[0].isidentifier():
+        close = difflib.get_close_matches(argv[0], commands, n=1, cutoff=0.75)
+        if close:       # `sitegate stauts`: a slip of the finger, not an integration's tools
+            print(f"sitegate: unknown command {argv[0]!r}; did you mean {close[0]!r}? (sitegate --help lists them)",
+                  file=sys.stderr)
+            return 2
         # Not a core verb: an integration's own tools (`sitegate opcua browse ...`).
         from .integration import run as run_integration_command
         return run_integration_command(argv)

@@ -34,7 +34,8 @@ def run(argv: list[str]) -> int:
         loader = Loader(_source(known.dev_plugins, known.registry, known.state, domain))
         integration = loader.load([domain])[-1]
     except (ConfigError, SitegateError) as exc:
-        print(f"error: sitegate {domain}: {exc}", file=sys.stderr)
+        hint = " (nor is it a sitegate command: sitegate --help lists them)" if "unknown integration domain" in str(exc) else ""
+        print(f"error: sitegate {domain}: {exc}{hint}", file=sys.stderr)
         return 2
     hook = integration.hook("cli_commands")
     commands = dict(hook()) if hook else {}
