@@ -56,3 +56,28 @@ def test_version_and_a_misspelt_command():
     # An integration's tools still go to the integration (opcua is no slip of any command).
     out = run("opcua", "--dev-plugins", "plugins")
     assert "unknown command" not in out.stderr, out.stderr
+
+
+def test_a_file_a_verb_cannot_use_is_one_line_naming_it_not_a_traceback(tmp_path):
+    code = """
+import sys
+from sitegate import cli
+
+def opens(args):
+    open(sys.argv[1] + "/inside/site.yaml")
+
+parser = cli.build_parser()
+parser._subparsers._group_actions[0].choices["check"].set_defaults(func=opens)
+cli.build_parser = lambda: parser
+sys.exit(cli.main(["check", "x.yaml"]))
+"""
+    (tmp_path / "a-file").write_text("")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a-file")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == f"error: {tmp_path}/a-file/inside/site.yaml: Not a directory", done.stderr
+    # ... and where a verb can say it better, it does: `plugin new --dir` naming a file.
+    done = subprocess.run([sys.executable, "-m", "sitegate.cli", "plugin", "new", "acme_x", "--kind", "sink",
+                           "--dir", str(tmp_path / "a-file")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"error: --dir {tmp_path}/a-file: not a folder; give the folder to create acme_x/ in"

@@ -14,6 +14,9 @@ from ..scaffold import KINDS, ScaffoldError, check_command, create_integration
 
 
 def cmd_new(args: argparse.Namespace) -> int:
+    if Path(args.dir).exists() and not Path(args.dir).is_dir():
+        print(f"error: --dir {args.dir}: not a folder; give the folder to create {args.name}/ in", file=sys.stderr)
+        return 1
     try:
         folder = create_integration(args.name, args.kind, Path(args.dir), title=args.title, owner=args.owner)
     except ScaffoldError as exc:
