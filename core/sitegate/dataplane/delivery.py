@@ -58,6 +58,7 @@ class Chunk:
 
     after: int                 # the cursor it was read after
     count: int                 # records read (all sinks')
+    removed: int               # records of the priority removed from the WAL when it was read (wal_removed)
     last_id: int
     first_created: float
     batches: list              # this sink's records, decoded
@@ -66,12 +67,31 @@ class Chunk:
 
 def fetch_chunk(conn: sqlite3.Connection, prio: int, after: int, limit: int, needle: str) -> Chunk:
     """Read up to `limit` records after `after` and decode the ones addressed to `needle` (",sink,")."""
-    rows = conn.execute("SELECT id, device, seq, n, targets, created, body FROM wal_records "
-                        "WHERE prio=? AND id>? ORDER BY id LIMIT ?", (prio, after, limit)).fetchall()
+    conn.execute("BEGIN")      # one snapshot: the records and how many were removed before them
+    try:
+        removed = conn.execute("SELECT coalesce(max(records), 0) FROM wal_removed WHERE prio=?",
+                               (prio,)).fetchone()[0]
+        rows = conn.execute("SELECT id, device, seq, n, targets, created, body FROM wal_records "
+                            "WHERE prio=? AND id>? ORDER BY id LIMIT ?", (prio, after, limit)).fetchall()
+    finally:
+        conn.execute("COMMIT")
     if not rows:
-        return Chunk(after, 0, after, 0.0, [], 0)
+        return Chunk(after, 0, removed, after, 0.0, [], 0)
     batches = [batch_of(device, seq, body) for _, device, seq, n, targets, _, body in rows if needle in targets]
-    return Chunk(after, len(rows), rows[-1][0], rows[0][5], batches, sum(len(b) for b in batches))
+    return Chunk(after, len(rows), removed, rows[-1][0], rows[0][5], batches, sum(len(b) for b in batches))
+
+
+def passed_records(conn: sqlite3.Connection, cursors: Sequence[int]) -> list[int]:
+    """Per priority, the number (counted from the file's first record of that priority, see
+    WriteAheadLog.removed) of the last record at or before the cursor: records removed, plus
+    those still stored up to the cursor. Read once when a delivery starts."""
+    conn.execute("BEGIN")
+    try:
+        removed = dict(conn.execute("SELECT prio, records FROM wal_removed").fetchall())
+        return [removed.get(p, 0) + conn.execute("SELECT count(*) FROM wal_records WHERE prio=? AND id<=?",
+                                                 (p, cursors[p])).fetchone()[0] for p in range(3)]
+    finally:
+        conn.execute("COMMIT")
 
 
 @attrs.define(slots=True)
@@ -97,6 +117,9 @@ class SinkDelivery:
         self.sink = sink
         self.local = bool(getattr(sink, "local", False))
         self.cursors = [0, 0, 0]
+        # Per priority, the number of the last record the cursor passed (see passed_records): the
+        # backlog is the records numbered above it and above what retention removed (plane.sink_status).
+        self.passed = [0, 0, 0]
         self.state = ONLINE
         self.failures = 0                 # consecutive failed attempts
         self.delivered_readings = 0
@@ -133,6 +156,7 @@ class SinkDelivery:
         conn = plane.wal.reader()
         try:
             self.cursors = await trio.to_thread.run_sync(load_cursors, conn, self.sink_id)
+            self.passed = await trio.to_thread.run_sync(passed_records, conn, self.cursors)
             task_status.started(self)
             with self.scope:
                 while True:
@@ -179,7 +203,7 @@ class SinkDelivery:
                         await self._deliver(prio, chunk.batches)
                 else:
                     await self._deliver(prio, chunk.batches)
-            self._advance(prio, chunk.last_id)
+            self._advance(prio, chunk)
             return None
         return next_due
 
@@ -229,7 +253,7 @@ class SinkDelivery:
                 await slot.done.wait()
                 slots.popleft()
                 if slot.ok and not failed:
-                    self._advance(prio, slot.chunk.last_id)
+                    self._advance(prio, slot.chunk)
                 else:
                     failed = True
         if failed:
@@ -249,8 +273,11 @@ class SinkDelivery:
     async def _prefetch(self, conn: sqlite3.Connection, prio: int, after: int, limit: int) -> None:
         self._prefetched[prio] = await trio.to_thread.run_sync(fetch_chunk, conn, prio, after, limit, self._needle)
 
-    def _advance(self, prio: int, last_id: int) -> None:
+    def _advance(self, prio: int, chunk: Chunk) -> None:
+        last_id = chunk.last_id
         self.cursors[prio] = last_id
+        # Records retention removed before the chunk was read were skipped, not passed one by one.
+        self.passed[prio] = max(self.passed[prio], chunk.removed) + chunk.count
         sink = self.sink_id
         self.plane.wal.call_nowait(lambda c: c.execute(
             "INSERT INTO wal_cursors(sink, prio, last_id, updated) VALUES(?, ?, ?, ?) "

@@ -117,7 +117,7 @@ class DataPlane:
         self.wal.start()
         self.host.pipeline.seed_sequences(self.wal.next_seq)
         self.wal.on_commit.append(self._committed)
-        await self.wal.call(self._check_dead_letter_counts)
+        await self.wal.call(self._check_outside_writes)
         self.rebuild_routes()
         self.host.on_apply.append(self._on_apply)
         self.host.events.add_callback(self._on_event)
@@ -366,7 +366,10 @@ class DataPlane:
     async def _replay_loop(self) -> None:
         while True:
             await trio.sleep(self.replay_every)
-            if await self.wal.call(self._check_dead_letter_counts):
+            changed, put_back = await self.wal.call(self._check_outside_writes)
+            if any(put_back):
+                self._committed(put_back)              # delivered at once, not at the next poll
+            if changed:
                 self._emit_dlq("dlq.changed", Severity.INFO, "the dead-letter table was changed by another process "
                                "(sitegate dlq)", {})
             self._report_added()
@@ -454,17 +457,22 @@ class DataPlane:
         return None, ctx.redecoder
 
     # --- the dead-letter table for the WebSocket API (dlq commands; the CLI has its own connection) ----
-    def _check_dead_letter_counts(self, conn) -> bool:
-        # In the writer thread: count again when another process wrote to the file (PRAGMA
-        # data_version moves only for other connections' commits) or a group rolled back.
-        # True when that changed the counts (not at the first count).
+    def _check_outside_writes(self, conn) -> tuple[bool, list[int]]:
+        # In the writer thread. Another process (`sitegate dlq`) wrote to the file when PRAGMA
+        # data_version moved (it moves only for other connections' commits): the records it put
+        # back are counted (depth, backlogs) and the dead letters counted again, as they are after
+        # a group rolled back. Returns whether that changed the dead-letter counts (not at the
+        # first count) and readings put back per priority.
         seen = (conn.execute("PRAGMA data_version").fetchone()[0], self.wal.failed_groups)
         if seen == self._dl_seen:
-            return False
+            return False, [0, 0, 0]
+        prio_counts = [0, 0, 0]
+        if self._dl_seen is not None and seen[0] != self._dl_seen[0]:
+            prio_counts = self.wal.adopt_outside_records(conn)
         before, first = dict(self.dead_letters), self._dl_seen is None
         self.dead_letters.update(count_dead_letters(conn))
         self._dl_seen = seen
-        return not first and before != self.dead_letters
+        return not first and before != self.dead_letters, prio_counts
 
     def _emit_dlq(self, kind: str, severity: Severity, message: str, data: dict[str, Any]) -> None:
         self.emit(Event(kind, "core", severity=severity, message=message,
@@ -546,14 +554,20 @@ class DataPlane:
         return await self.wal.call(read_drops)
 
     def sink_status(self) -> dict[str, dict[str, Any]]:
-        """Per attached sink: its state, a cursor that moves as it delivers, and its backlog in records."""
-        last = self.wal.last_ids
-        return {k: {"state": d.state, "cursor": sum(d.cursors),
-                    "backlog": sum(max(0, last[p] - d.cursors[p]) for p in range(3)),
+        """Per attached sink: its state, a cursor that moves as it delivers, and its backlog: records
+        still in the WAL after its cursor (ones of other sinks' routes included; ones retention
+        removed, by TTL or the disk budget, not: they will never be delivered)."""
+        return {k: {"state": d.state, "cursor": sum(d.cursors), "backlog": self.backlog(d),
                     "delivered": d.delivered_readings,
                     "duplicates": int(getattr(self.host.sinks.get(k), "duplicates", 0) or 0), "dead_letters": d.dead_letters,
                     "withheld": d.withheld, "last_error": d.last_error}
                 for k, d in self.deliveries.items()}
+
+    def backlog(self, d: SinkDelivery) -> int:
+        """Records in the WAL after the sink's cursors: per priority, the newest record's number
+        minus the last passed or removed one's (WriteAheadLog.removed). No query: a few additions."""
+        wal = self.wal
+        return sum(max(0, wal.removed[p] + wal.live[p][0] - max(d.passed[p], wal.removed[p])) for p in range(3))
 
     def describe(self) -> dict[str, Any]:
         live = self.wal.live
@@ -564,7 +578,7 @@ class DataPlane:
                 "drops": dict(self.drops), "privacy_withheld": self.privacy.withheld,
                 "ingress_dead_letters": dict(self.ingress_dead_letters),
                 "ingress_replays": dict(self.ingress_replays), "dead_letters": dict(self.dead_letters),
-                "sinks": {k: {**d.describe(), "backlog": self.sink_status()[k]["backlog"]}
+                "sinks": {k: {**d.describe(), "backlog": self.backlog(d)}
                           for k, d in self.deliveries.items()}}
 
 

@@ -43,6 +43,7 @@ class Retention:
                          "WHERE prio=? AND id<=? GROUP BY device ON CONFLICT(device) "
                          "DO UPDATE SET next_seq=max(next_seq, excluded.next_seq)", (prio, last_id))
             conn.execute("DELETE FROM wal_records WHERE prio=? AND id<=?", (prio, last_id))
+            self.wal.count_removed(conn, prio, count)
             stat = self.wal.live[prio]
             stat[0] -= count
             stat[1] -= readings

@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS wal_sequences(device TEXT PRIMARY KEY, next_seq INTEG
 CREATE TABLE IF NOT EXISTS wal_drops(
     prio INTEGER NOT NULL, reason TEXT NOT NULL, records INTEGER NOT NULL, readings INTEGER NOT NULL,
     PRIMARY KEY(prio, reason));
+CREATE TABLE IF NOT EXISTS wal_removed(prio INTEGER PRIMARY KEY, records INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     sink TEXT NOT NULL,
@@ -262,7 +263,13 @@ class WriteAheadLog:
         self.next_seq: dict[str, int] = {}
         # Records, readings and bytes stored per priority; kept by the writer thread only.
         self.live: list[list[int]] = [[0, 0, 0], [0, 0, 0], [0, 0, 0]]
-        self.last_ids = [0, 0, 0]           # newest committed record id per priority (for backlogs)
+        self.last_ids = [0, 0, 0]           # newest committed record id per priority
+        # Records of each priority ever removed (acknowledged, expired, over the budget), kept in
+        # wal_removed in the same transaction as the deletes. Retention removes the oldest ones of a
+        # priority first, so record k of a priority (counted from the file's first) is gone exactly
+        # when k <= removed; removed + live records is the newest one's number. Sinks' backlogs
+        # are counted with these numbers (delivery.py), whatever retention took meanwhile.
+        self.removed = [0, 0, 0]
 
     # --- lifecycle ---------------------------------------------------------------
     def open(self) -> None:
@@ -280,6 +287,30 @@ class WriteAheadLog:
             self.live[prio] = [count, readings or 0, (size or 0) + count * ROW_OVERHEAD]
         for prio, last in self._conn.execute("SELECT prio, max(id) FROM wal_records GROUP BY prio"):
             self.last_ids[prio] = last
+        for prio, records in self._conn.execute("SELECT prio, records FROM wal_removed"):
+            self.removed[prio] = records
+
+    def count_removed(self, conn: sqlite3.Connection, prio: int, records: int) -> None:
+        """In the writer thread, with the delete: `records` of `prio`, its oldest, left the WAL."""
+        conn.execute("INSERT INTO wal_removed(prio, records) VALUES (?, ?) ON CONFLICT(prio) "
+                     "DO UPDATE SET records=records+excluded.records", (prio, records))
+        self.removed[prio] += records
+
+    def adopt_outside_records(self, conn: sqlite3.Connection) -> list[int]:
+        """In the writer thread: count records another process appended (`sitegate dlq replay` of sink
+        dead letters while the site runs) as if appended here; readings per priority. Cheap: only
+        ids above the newest this writer knows are read (the primary key's range)."""
+        prio_counts = [0, 0, 0]
+        for prio, count, readings, size, last in conn.execute(
+                "SELECT prio, count(*), coalesce(sum(n), 0), coalesce(sum(size), 0), max(id) FROM wal_records "
+                "WHERE id>? GROUP BY prio", (max(self.last_ids),)).fetchall():
+            stat = self.live[prio]
+            stat[0] += count
+            stat[1] += readings
+            stat[2] += size + count * ROW_OVERHEAD
+            self.last_ids[prio] = last
+            prio_counts[prio] += readings
+        return prio_counts
 
     def start(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
