@@ -19,6 +19,7 @@ import trio
 
 from .config import LoadedSite
 from .config.changes import applied_state, plan_changes, state_dir_for
+from .config.validate import entry_references
 from .entries import EntryContext, EntryRunner, EntryState
 from .errors import ConfigError, EntryError, MigrationError, PluginLoadError, SitegateError
 from .events import EventBus
@@ -189,6 +190,13 @@ class SiteHost:
             except ConfigError as exc:
                 place = getattr(self.loaded, "place", lambda i: i)   # file and line, also inside includes
                 failure = (EntryState.SETUP_ERROR, "invalid config: " + "; ".join(str(place(i)) for i in exc.issues))
+            else:
+                # Fields naming another entry (metadata names_entry), as `sitegate check` checks them.
+                problems = entry_references(self.loaded.site, config, f"entries[{index}].config")
+                if problems:
+                    issue = getattr(self.loaded, "issue", None)
+                    failure = (EntryState.SETUP_ERROR, "invalid config: " + "; ".join(
+                        str(issue(path, message)) if issue else f"{path}: {message}" for path, message in problems))
         ctx = EntryContext(self, spec, integration if isinstance(integration, Integration) else _Missing(spec.domain), config)
         runner = EntryRunner(ctx, backoff=[float(d) for d in runtime.retry_backoff], jitter=runtime.retry_jitter,
                              unload_timeout=float(runtime.unload_timeout))

@@ -70,22 +70,9 @@ def config_schema() -> type:
     return UpdateEntryConfig
 
 
-def check_devices_of(entry) -> None:
-    """`devices_of` names an mqttsn entry of the site (`sitegate check` says so too, with file:line)."""
-    from sitegate.config.validate import entry_references
-    from sitegate.errors import EntryError
-
-    loaded = entry.host.loaded
-    index = next((i for i, e in enumerate(loaded.site.entries) if e.id == entry.id), 0)
-    problems = entry_references(loaded.site, entry.config, f"entries[{index}].config")
-    if problems:
-        raise EntryError("; ".join(str(loaded.issue(path, message)) for path, message in problems))
-
-
 @hookimpl
 async def setup_entry(entry) -> None:
-    cfg: UpdateEntryConfig = entry.config
-    check_devices_of(entry)
+    cfg: UpdateEntryConfig = entry.config   # devices_of names an mqttsn entry: the core checked it
 
     def emit(kind, *, device=None, message="", **data):
         entry.emit(kind, device=device, message=message, **data)
