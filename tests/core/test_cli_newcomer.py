@@ -226,3 +226,12 @@ def test_run_log_level_takes_any_case_and_refuses_an_unknown_one_before_starting
     # lower case is fine: it gets as far as the (missing) site file
     out = sitegate("run", "site.yaml", "--log-level", "debug", "--registry", REPO / "registry", cwd=tmp_path)
     assert out.returncode == 1 and "site.yaml: site file not found" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_plugins_list_names_its_columns(tmp_path):
+    (tmp_path / "site.yaml").write_text("site: x\nentries:\n  - {id: line, domain: simulator}\n")
+    assert sitegate("check", "site.yaml", "--registry", REPO / "registry", cwd=tmp_path).returncode == 0
+    lines = sitegate("plugins", "list", "--state", ".sitegate", "--verify", cwd=tmp_path).stdout.splitlines()
+    assert lines[0].split() == ["plugin", "version", "previous", "publisher", "files"], lines
+    assert lines[1].split() == ["simulator", "1.0.0", "previous", "-", "sitegate", "verified"], lines
+    assert lines[1].index("1.0.0") == lines[0].index("version") and lines[1].index("sitegate") == lines[0].index("publisher")

@@ -53,6 +53,8 @@ def _run(action) -> int:
     except (PluginRefused, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:     # `sitegate plugins list | head`: the command line ends it quietly
+        raise
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -100,6 +102,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"no plugins installed in {state_dir(args)}")
             return 0
         status = 0
+        print(f"{'plugin':20} {'version':12} {'previous':21} {'publisher':12} files")
         for domain in domains:
             current, previous = store.active(domain)
             note = "not checked (--verify re-hashes)"
