@@ -13,17 +13,7 @@ import trio
 from sitegate.cli import main
 from sitegate.testing import wait_for
 from tests.api.support import api_site, connect
-from tests.dataplane.dp_helpers import FIXTURES, sink_lines
-
-SITE = """
-site: t
-entries:
-  - {{id: src, domain: acklog, config: {{ack_path: {tmp}/ack, limit: 12, interval: 0}}}}
-  - {{id: out, domain: filesink, config: {{path: {tmp}/out, poison: 7.0}}}}
-routes:
-  - {{from: ["src.*/*"], to: [out], priority: critical}}
-api: {{port: 0}}
-"""
+from tests.dataplane.dp_helpers import FIXTURES, poison_site, sink_lines
 
 
 async def ask(c, command: str, **fields) -> dict:
@@ -46,7 +36,8 @@ async def _dead_letters(host) -> None:
 
 
 async def test_viewers_list_without_payloads_operators_read_and_replay_admins_purge(tmp_path):
-    async with api_site(tmp_path, text=SITE.format(tmp=tmp_path), plugin_dirs=[FIXTURES]) as (host, server, tokens):
+    text = poison_site(tmp_path, "api: {port: 0}\n")
+    async with api_site(tmp_path, text=text, plugin_dirs=[FIXTURES]) as (host, server, tokens):
         await _dead_letters(host)
         plane = host.services["dataplane"]
         viewer, _ = tokens.create("viewer", "ui")

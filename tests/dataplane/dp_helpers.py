@@ -10,6 +10,19 @@ from pathlib import Path
 FIXTURES = Path(__file__).parent / "fixture_plugins"
 
 
+def poison_site(folder: Path, extra: str = "") -> str:
+    """A site whose file sink `out` refuses the value 7.0 for good: the acklog adapter `src`'s two
+    devices each produce one such round of points a and b, so four sink dead letters."""
+    return f"""
+site: t
+entries:
+  - {{id: src, domain: acklog, config: {{ack_path: {folder}/ack, limit: 12, interval: 0}}}}
+  - {{id: out, domain: filesink, config: {{path: {folder}/out, poison: 7.0}}}}
+routes:
+  - {{from: ["src.*/*"], to: [out], priority: critical}}
+{extra}"""
+
+
 def sink_lines(path: Path) -> list[dict]:
     """Every complete JSON line a file sink wrote (a line cut by a kill is ignored)."""
     if not Path(path).exists():

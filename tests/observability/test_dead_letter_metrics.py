@@ -14,17 +14,8 @@ from sitegate.cli import main
 from sitegate.dataplane.deadletters import Selection
 from sitegate.model import Batch
 from sitegate.testing import running_site, wait_for
-from tests.dataplane.dp_helpers import FIXTURES
+from tests.dataplane.dp_helpers import FIXTURES, poison_site
 from tests.observability.test_metrics_health import _get
-
-SITE = """
-site: t
-entries:
-  - {{id: src, domain: acklog, config: {{ack_path: {tmp}/ack, limit: 12, interval: 0}}}}
-  - {{id: out, domain: filesink, config: {{path: {tmp}/out, poison: 7.0}}}}
-routes:
-  - {{from: ["src.*/*"], to: [out], priority: critical}}
-"""
 
 
 def scrape(port: int) -> dict[tuple[str, str], float]:
@@ -40,7 +31,7 @@ def scrape(port: int) -> dict[tuple[str, str], float]:
 
 
 async def test_dead_letters_by_kind_and_ingress_replay_outcomes(tmp_path):
-    async with running_site(tmp_path, SITE.format(tmp=tmp_path), plugin_dirs=[FIXTURES]) as host:
+    async with running_site(tmp_path, poison_site(tmp_path), plugin_dirs=[FIXTURES]) as host:
         port = host.services["metrics_http"].port
         plane = host.services["dataplane"]
         entry = host.entry("src")
