@@ -235,3 +235,16 @@ def test_plugins_list_names_its_columns(tmp_path):
     assert lines[0].split() == ["plugin", "version", "previous", "publisher", "files"], lines
     assert lines[1].split() == ["simulator", "1.0.0", "previous", "-", "sitegate", "verified"], lines
     assert lines[1].index("1.0.0") == lines[0].index("version") and lines[1].index("sitegate") == lines[0].index("publisher")
+
+
+def test_a_second_token_of_the_same_name_is_made_with_a_note_that_revoking_the_name_takes_both(tmp_path):
+    (tmp_path / "site.yaml").write_text("site: x\nentries: []\n")
+    first = sitegate("token", "create", "site.yaml", "--role", "viewer", "--name", "my-ui", cwd=tmp_path)
+    assert first.returncode == 0 and first.stderr == "", first.stderr
+    first_id = first.stdout.split("# id ", 1)[1].split(",", 1)[0]
+    second = sitegate("token", "create", "site.yaml", "--role", "viewer", "--name", "my-ui", cwd=tmp_path)
+    assert second.returncode == 0 and second.stdout.startswith("sg_"), second.stdout
+    assert second.stderr.strip() == (f"note: active token(s) {first_id} have the name 'my-ui' too; `sitegate token "
+                                     "revoke site.yaml my-ui` revokes them all, an id only that one")
+    revoked = sitegate("token", "revoke", "site.yaml", "my-ui", cwd=tmp_path).stdout
+    assert revoked.count("revoked ") == 2, revoked

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import sys
 from pathlib import Path
 
 
@@ -47,9 +48,14 @@ def _store(args: argparse.Namespace):
 
 
 def _create(args: argparse.Namespace) -> int:
-    token, info = _store(args).create(args.role, args.name)
+    store = _store(args)
+    same = [t.id for t in store.list() if args.name and t.name == args.name and not t.revoked]
+    token, info = store.create(args.role, args.name)
     print(token)
     print(f"# id {info.id}, name {info.name}, role {info.role}; shown once, store it now", flush=True)
+    if same:    # names are what `token revoke` takes: say that this one is not alone
+        print(f"note: active token(s) {', '.join(same)} have the name {args.name!r} too; `sitegate token revoke "
+              f"{args.site} {args.name}` revokes them all, an id only that one", file=sys.stderr)
     return 0
 
 
