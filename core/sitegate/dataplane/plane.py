@@ -556,8 +556,10 @@ class DataPlane:
     def sink_status(self) -> dict[str, dict[str, Any]]:
         """Per attached sink: its state, a cursor that moves as it delivers, and its backlog: records
         still in the WAL after its cursor (ones of other sinks' routes included; ones retention
-        removed, by TTL or the disk budget, not: they will never be delivered)."""
-        return {k: {"state": d.state, "cursor": sum(d.cursors), "backlog": self.backlog(d),
+        removed, by TTL or the disk budget, not: they will never be delivered). `head` is where
+        the cursors go (the newest ids; with `cursor`, a position, not a count: the sync-lag detector)."""
+        head = sum(self.wal.last_ids)
+        return {k: {"state": d.state, "cursor": sum(d.cursors), "head": head, "backlog": self.backlog(d),
                     "delivered": d.delivered_readings,
                     "duplicates": int(getattr(self.host.sinks.get(k), "duplicates", 0) or 0), "dead_letters": d.dead_letters,
                     "withheld": d.withheld, "last_error": d.last_error}

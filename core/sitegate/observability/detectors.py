@@ -203,11 +203,13 @@ class Detectors:
                                duplicates=d_dup, delivered=d_del)
 
     def _track_lag(self, now: float, status: dict[str, dict[str, Any]]) -> None:
-        # The WAL position (sum of the sinks' cursor + backlog) when it was first seen, once a tick:
-        # a sink's oldest unacknowledged reading is at least as old as the first position past its cursor.
+        # The WAL position (the sum of the newest ids the sinks' cursors go to) when it was first seen,
+        # once a tick: a sink's oldest unacknowledged reading is at least as old as the first position
+        # past its cursor. (The backlog is a count of records, not a position.)
         if not status:
             return
-        head = max(float(st.get("cursor", 0)) + float(st.get("backlog", 0)) for st in status.values())
+        head = max(float(st.get("head", float(st.get("cursor", 0)) + float(st.get("backlog", 0))))
+                   for st in status.values())
         if not self._arrivals or head > self._arrivals[-1][0]:
             self._arrivals.append((head, now))
         for sink, st in status.items():
