@@ -33,9 +33,22 @@ def _builtin_services() -> None:
     from .api import start_api
     from .observability.service import start_observability
     from .updates.service import start_rollouts
-    for start in (start_observability, start_rollouts, start_api):
+    for start in (start_observability, start_rollouts, start_api, start_route_check):
         if start not in SERVICES:
             SERVICES.append(start)
+
+
+async def start_route_check(host: SiteHost, nursery: trio.Nursery) -> None:
+    """`sitegate check` refuses a route to no sink entry (a typo in `to:`) or through an unknown step, but a
+    running site applies the rest of the file anyway: say so in the log, at start and after every apply."""
+    def warn(host: SiteHost) -> None:
+        from .config.validate import validate_site
+        for issue in validate_site(host.loaded, host.loader):      # integrations are loaded: no import here
+            if issue.path.startswith("routes"):
+                log.warning("%s; this route delivers nothing until it is fixed (`sitegate check` lists every "
+                            "problem)", issue)
+    warn(host)
+    host.on_apply.append(warn)
 
 
 _builtin_services()

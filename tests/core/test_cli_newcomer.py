@@ -248,3 +248,32 @@ def test_a_second_token_of_the_same_name_is_made_with_a_note_that_revoking_the_n
                                      "revoke site.yaml my-ui` revokes them all, an id only that one")
     revoked = sitegate("token", "revoke", "site.yaml", "my-ui", cwd=tmp_path).stdout
     assert revoked.count("revoked ") == 2, revoked
+
+
+def test_run_warns_of_a_route_to_no_sink_which_check_refuses(tmp_path):
+    import signal
+    import time
+    (tmp_path / "site.yaml").write_text("""site: x
+api: {port: 0}
+observability: {port: 0}
+entries:
+  - {id: line, domain: simulator, config: {devices: 1, interval: 100ms}}
+  - {id: hist, domain: history}
+routes:
+  - {name: all, from: ["line.*/*"], to: [hst]}
+""")
+    proc = subprocess.Popen(SITEGATE + ["run", "site.yaml", "--registry", str(REPO / "registry")], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("running with 2 entries" in line for line in lines):
+            lines.append(proc.stdout.readline())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        lines += proc.communicate(timeout=30)[0].splitlines()
+    warned = [line for line in lines if "WARNING" in line and "routes[0]" in line]
+    assert warned and warned[0].split("WARNING", 1)[1].strip() == (
+        "site.yaml:8: routes[0].to[0]: no entry 'hst'; sink entries: hist; this route delivers nothing until it is "
+        "fixed (`sitegate check` lists every problem)"), "".join(lines)
+    assert proc.returncode == 0
