@@ -3,11 +3,12 @@ change, send an operator command and see it acknowledged and applied."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 import trio
@@ -32,62 +33,70 @@ def _need_browser() -> None:
         pytest.skip("playwright (python) is not installed: pip install -e '.[test]'")
 
 
-def _drive(url: str, token: str, shots: Path, emit: Callable[[Event], None]) -> dict:
-    from playwright.sync_api import expect, sync_playwright
+@contextlib.contextmanager
+def chromium_page() -> Iterator:
+    """A page of a headless Chromium with a profile of its own, removed afterwards."""
+    from playwright.sync_api import sync_playwright
 
     profile = tempfile.mkdtemp(prefix="sitegate-chromium-")
-    out: dict = {}
     try:
         with sync_playwright() as pw:
             ctx = pw.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM), args=ARGS,
                                                         headless=True)
             try:
-                page = ctx.pages[0] if ctx.pages else ctx.new_page()
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                page.goto(url)
-                page.get_by_test_id("token").fill(token)
-                page.get_by_test_id("login-button").click()
-                expect(page.get_by_test_id("status")).to_have_text("connected as operator", timeout=15_000)
-                expect(page.locator('tr[data-entry="sim"] [data-testid="entry-state"]')).to_have_text("loaded")
-                expect(page.locator('tr[data-device="sim.dev0"] [data-testid="device-online"]')).to_contain_text(
-                    "online", timeout=15_000)
-                # Live values: the same cell shows different values over time.
-                cell = page.locator('tr[data-key="sim.dev0/temperature"] [data-testid="value"]')
-                expect(cell).not_to_be_empty(timeout=15_000)
-                first = cell.inner_text()
-                page.wait_for_function(
-                    "([sel, v]) => { const c = document.querySelector(sel); return c && c.textContent !== v; }",
-                    arg=['tr[data-key="sim.dev0/temperature"] [data-testid="value"]', first], timeout=15_000)
-                out["first"], out["later"] = first, cell.inner_text()
-                assert page.locator('tr[data-key="sim.dev0/temperature"] svg.spark polyline').count() == 1
-                # An operator command round-trips: acknowledged, then seen in the live readings.
-                page.get_by_test_id("cmd-device").select_option("sim.dev0")
-                expect(page.locator('[data-testid="cmd-point"] option[value="temperature"]')).to_have_count(1)
-                page.get_by_test_id("cmd-point").select_option("temperature")
-                page.get_by_test_id("cmd-value").fill("123.5")
-                page.get_by_test_id("cmd-send").click()
-                expect(page.get_by_test_id("cmd-result")).to_have_text("ack: sim.dev0/temperature = 123.50",
-                                                                       timeout=15_000)
-                expect(cell).to_have_text("123.50", timeout=15_000)
-                # Sink connectivity, alarms and rollout progress come from site events.
-                emit(Event("sink.state", "uplink", data={"sink": "uplink", "from": "online", "state": "offline",
-                                                        "reason": "connection refused"}))
-                emit(Event("alert", "route0", "sim.dev1", "temperature", Severity.CRITICAL, "too hot",
-                           data={"level": "critical"}))
-                emit(Event("rollout.progress", "core", message="wave 1",
-                           data={"rollout": "fw-2.1", "state": "running", "done": 3, "total": 10, "wave": 1}))
-                expect(page.locator('tr[data-sink="uplink"]')).to_contain_text("offline", timeout=15_000)
-                expect(page.locator('tr[data-device="sim.dev1"]')).to_contain_text("temperature: critical",
-                                                                                   timeout=15_000)
-                expect(page.locator('[data-rollout="fw-2.1"]')).to_contain_text("3/10", timeout=15_000)
-                page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
-                out["errors"] = errors
+                yield ctx.pages[0] if ctx.pages else ctx.new_page()
             finally:
                 ctx.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def _drive(url: str, token: str, shots: Path, emit: Callable[[Event], None]) -> dict:
+    from playwright.sync_api import expect
+
+    out: dict = {}
+    with chromium_page() as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(url)
+        page.get_by_test_id("token").fill(token)
+        page.get_by_test_id("login-button").click()
+        expect(page.get_by_test_id("status")).to_have_text("connected as operator", timeout=15_000)
+        expect(page.locator('tr[data-entry="sim"] [data-testid="entry-state"]')).to_have_text("loaded")
+        expect(page.locator('tr[data-device="sim.dev0"] [data-testid="device-online"]')).to_contain_text(
+            "online", timeout=15_000)
+        # Live values: the same cell shows different values over time.
+        cell = page.locator('tr[data-key="sim.dev0/temperature"] [data-testid="value"]')
+        expect(cell).not_to_be_empty(timeout=15_000)
+        first = cell.inner_text()
+        page.wait_for_function(
+            "([sel, v]) => { const c = document.querySelector(sel); return c && c.textContent !== v; }",
+            arg=['tr[data-key="sim.dev0/temperature"] [data-testid="value"]', first], timeout=15_000)
+        out["first"], out["later"] = first, cell.inner_text()
+        assert page.locator('tr[data-key="sim.dev0/temperature"] svg.spark polyline').count() == 1
+        # An operator command round-trips: acknowledged, then seen in the live readings.
+        page.get_by_test_id("cmd-device").select_option("sim.dev0")
+        expect(page.locator('[data-testid="cmd-point"] option[value="temperature"]')).to_have_count(1)
+        page.get_by_test_id("cmd-point").select_option("temperature")
+        page.get_by_test_id("cmd-value").fill("123.5")
+        page.get_by_test_id("cmd-send").click()
+        expect(page.get_by_test_id("cmd-result")).to_have_text("ack: sim.dev0/temperature = 123.50",
+                                                               timeout=15_000)
+        expect(cell).to_have_text("123.50", timeout=15_000)
+        # Sink connectivity, alarms and rollout progress come from site events.
+        emit(Event("sink.state", "uplink", data={"sink": "uplink", "from": "online", "state": "offline",
+                                                "reason": "connection refused"}))
+        emit(Event("alert", "route0", "sim.dev1", "temperature", Severity.CRITICAL, "too hot",
+                   data={"level": "critical"}))
+        emit(Event("rollout.progress", "core", message="wave 1",
+                   data={"rollout": "fw-2.1", "state": "running", "done": 3, "total": 10, "wave": 1}))
+        expect(page.locator('tr[data-sink="uplink"]')).to_contain_text("offline", timeout=15_000)
+        expect(page.locator('tr[data-device="sim.dev1"]')).to_contain_text("temperature: critical",
+                                                                           timeout=15_000)
+        expect(page.locator('[data-rollout="fw-2.1"]')).to_contain_text("3/10", timeout=15_000)
+        page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+        out["errors"] = errors
     return out
 
 
