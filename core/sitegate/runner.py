@@ -2,8 +2,9 @@
 
 SIGINT/SIGTERM unload every entry within the shutdown timeout; SIGHUP or an
 edit of the site file (or a file it includes) re-applies it, reloading only
-the entries whose config changed. A broken edit is reported and ignored: the
-running site keeps its last good configuration.
+the entries whose config changed. An edit that does not read as a site file is
+reported and ignored: the running site keeps its last good configuration; an
+entry whose new config its integration refuses stops in setup_error instead.
 """
 
 from __future__ import annotations
