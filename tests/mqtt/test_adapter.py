@@ -152,6 +152,7 @@ async def test_malformed_payloads_are_counted_reported_dead_lettered_and_the_flo
     assert [v for _, p, v, _ in rec.readings() if p == "temp"] == [1, 2, 3]
     assert len(events) == 3
     assert "not JSON" in events[0].message and events[0].data["topic"] == "factory/z/d/data"
+    assert "payload" not in events[0].data and events[0].data["size"] > 0, "viewers see events: no payload in them"
     assert "expected a number" in events[1].message
     assert "no 'temp'" in events[2].message
     # Each malformed payload is in the dead-letter table, raw, with its topic, entry and error.
