@@ -44,7 +44,12 @@ async def start_route_check(host: SiteHost, nursery: trio.Nursery) -> None:
     running site applies the rest of the file anyway: say so in the log, at start and after every apply."""
     def warn(host: SiteHost) -> None:
         from .config.validate import validate_site
-        for issue in validate_site(host.loaded, host.loader):      # integrations are loaded: no import here
+        try:
+            issues = validate_site(host.loaded, host.loader)     # integrations are loaded: no import here
+        except Exception:  # noqa: BLE001 - a check that fails must not stop a running site
+            log.debug("route check skipped", exc_info=True)
+            return
+        for issue in issues:
             if issue.path.startswith("routes"):
                 log.warning("%s; this route delivers nothing until it is fixed (`sitegate check` lists every "
                             "problem)", issue)
