@@ -279,6 +279,11 @@ class SiteHost:
             return CommandResult("nack", f"integration {ctx.domain!r} takes no commands")
         if ctx.state is not EntryState.LOADED:
             return CommandResult("nack", f"entry {entry_id!r} is {ctx.state}")
+        if command.action == "write" and command.point is not None:
+            point = self.devices.point(command.device, command.point)
+            refusal = write_refusal(point, command.value) if point is not None else None
+            if refusal:
+                return CommandResult("nack", f"{command.device}/{command.point} {refusal}")
         with trio.move_on_after(command.timeout) as cs:
             try:
                 result = await hook(entry=ctx, command=command)
@@ -292,6 +297,29 @@ class SiteHost:
                                {"action": command.action, "status": result.status, "detail": result.detail,
                                 "issued_by": command.issued_by}))
         return result
+
+
+def write_refusal(point: PointInfo, value: Any) -> str | None:
+    """Why `value` cannot be written to `point` (not writable, wrong type), or None: checked by
+    the core before any adapter sees the write, so every integration refuses the same way."""
+    if not point.writable:
+        return "is not writable"
+    kind = point.datatype
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "float":
+        ok = is_number and value == value and value not in (float("inf"), float("-inf"))
+    elif kind == "int":
+        ok = is_number and float(value).is_integer()
+    elif kind == "bool":
+        ok = isinstance(value, bool) or value in (0, 1)
+    elif kind == "str":
+        ok = isinstance(value, str)
+    else:
+        return None
+    if ok:
+        return None
+    return f"takes {'a finite float' if kind == 'float' else 'an ' + kind if kind == 'int' else 'a ' + kind}; " \
+           f"got {value!r} ({type(value).__name__})"
 
 
 class DeviceDirectory:

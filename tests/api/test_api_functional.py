@@ -65,6 +65,9 @@ async def test_write_command_round_trips_with_ack_and_is_audited(tmp_path):
             assert nack["error"]["code"] == "nack" and "unknown action 'reboot'" in nack["error"]["message"]
             missing = await c.call("device_command", device_id="nope", point="x", value=1)
             assert missing["error"]["code"] == "not_found"
+            text = await c.call("device_command", device_id="sim.dev0", action="write", point="temperature", value="abc")
+            assert text["error"] == {"code": "invalid_format",
+                                     "message": "sim.dev0/temperature takes a finite float; got 'abc' (str)"}
         log = host.services["twins"].audit_log()
         assert [(a["who"], a["action"], a["status"]) for a in log[:2]] == [("op1", "reboot", "nack"),
                                                                            ("op1", "write", "ack")]

@@ -206,3 +206,22 @@ async def test_command_round_trips_with_ack_nack_and_timeout(tmp_path):
         await wait_for(lambda: any(p == "temperature" and v == 99.5 for _, p, v, _ in rec.readings("sim.dev0")))
         bad = await host.command("sim", Command("sim.dev0", "write", "nope", 1))
         assert bad.status == "nack" and "no point 'nope'" in bad.detail
+
+
+def test_writes_are_checked_against_the_points_declaration_before_any_adapter_sees_them():
+    from sitegate.host import write_refusal
+    from sitegate.model import PointInfo
+
+    fl, i, b, s = (PointInfo("p", datatype=t, writable=True) for t in ("float", "int", "bool", "str"))
+    assert [write_refusal(fl, v) for v in (1, 2.5, -0.0)] == [None, None, None]
+    assert write_refusal(fl, "abc") == "takes a finite float; got 'abc' (str)"
+    assert write_refusal(fl, True) == "takes a finite float; got True (bool)"
+    assert write_refusal(fl, float("nan")) == "takes a finite float; got nan (float)"
+    assert write_refusal(fl, None) == "takes a finite float; got None (NoneType)"
+    assert [write_refusal(i, v) for v in (3, 4.0)] == [None, None]
+    assert write_refusal(i, 4.5) == "takes an int; got 4.5 (float)"
+    assert [write_refusal(b, v) for v in (True, False, 0, 1)] == [None] * 4
+    assert write_refusal(b, "on") == "takes a bool; got 'on' (str)"
+    assert write_refusal(s, "on") is None and write_refusal(s, 5) == "takes a str; got 5 (int)"
+    assert write_refusal(PointInfo("p", datatype="float"), 1.0) == "is not writable"
+    assert write_refusal(PointInfo("p", datatype="bytes", writable=True), b"\x00") is None   # unknown type: the adapter's call

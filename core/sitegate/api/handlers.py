@@ -17,6 +17,7 @@ import trio
 from .. import __version__
 from ..config.masking import mask_secrets
 from ..entries import EntryState
+from ..host import write_refusal
 from ..model import Command
 from . import messages as m
 
@@ -145,8 +146,10 @@ async def device_command(server, conn, mid, args: m.DeviceCommand):
         point = host.devices.point(args.device_id, args.point)
         if point is None:
             raise ApiError("not_found", f"device {args.device_id!r} has no point {args.point!r}")
-        if not point.writable:
-            raise ApiError("not_allowed", f"{args.device_id}/{args.point} is not writable")
+        refusal = write_refusal(point, args.value)
+        if refusal:
+            raise ApiError("not_allowed" if not point.writable else "invalid_format",
+                           f"{args.device_id}/{args.point} {refusal}")
     cmd = Command(args.device_id, args.action, args.point, args.value, dict(args.args), args.timeout,
                   issued_by=f"api:{conn.token.name}")
     result = await host.command(info.entry, cmd)
