@@ -16,6 +16,7 @@ from typing import Awaitable, Callable
 
 import trio
 
+from .cli.common import counted
 from .config import LoadedSite, load_site
 from .errors import ConfigError
 from .host import SiteHost
@@ -137,7 +138,8 @@ async def _run_host(host: SiteHost, path: Path, seen: dict, watch_interval: floa
             if report_every:
                 nursery.start_soon(_report, host, report_every)
             task_status.started(host)
-            log.info("site %s running with %d entries; state in %s", host.name, len(host.runners), host.state_dir)
+            log.info("site %s running with %s; state in %s", host.name,
+                     counted(len(host.runners), "entry", "entries"), host.state_dir)
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     log.info("SIGHUP: re-applying %s", path)

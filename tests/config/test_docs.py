@@ -43,7 +43,7 @@ def test_guide_start_here_site_checks_clean_with_the_repository_plugins(tmp_path
                              "--dev-plugins", str(REPO / "plugins")],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.startswith("OK site.yaml: site 'demo/line-1', 2 entries, 1 routes")
+    assert result.stdout.startswith("OK site.yaml: site 'demo/line-1', 2 entries, 1 route")
 
 
 def test_guide_layer_example_composes_as_the_guide_says(tmp_path):

@@ -57,7 +57,7 @@ def test_sitegate_check_prints_a_short_summary_for_a_good_site(write, plugins_di
     site = write("site.yaml", GOOD)
     result = _cli("check", site, "--dev-plugins", plugins_dir)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.startswith(f"OK {site}: site 'plant-a/line-3', 2 entries, 1 routes")
+    assert result.stdout.startswith(f"OK {site}: site 'plant-a/line-3', 2 entries, 1 route")
     assert "sensor 1.0.0" in result.stdout and "uplink 1.0.0" in result.stdout
 
 

@@ -277,3 +277,19 @@ routes:
         "site.yaml:8: routes[0].to[0]: no entry 'hst'; sink entries: hist; this route delivers nothing until it is "
         "fixed (`sitegate check` lists every problem)"), "".join(lines)
     assert proc.returncode == 0
+
+
+def test_check_counts_in_english_one_entry_one_route_one_file(tmp_path):
+    def check(text):
+        (tmp_path / "site.yaml").write_text(text)
+        return sitegate("check", "site.yaml", "--registry", REPO / "registry", cwd=tmp_path)
+
+    out = check("site: one\nentries:\n  - {id: sim, domain: simulator, config: {devices: 1}}\n"
+                "  - {id: keep, domain: history}\nroutes:\n  - {from: ['sim.*/*'], to: [keep]}\n")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.startswith("OK site.yaml: site 'one', 2 entries, 1 route; integrations: "), out.stdout
+    assert out.stdout.rstrip().endswith("; 1 file read"), out.stdout
+    out = check("site: one\nentries:\n  - {id: sim, domain: simulator, config: {devices: 1}}\n")
+    assert out.stdout.startswith("OK site.yaml: site 'one', 1 entry, 0 routes; "), out.stdout + out.stderr
+    out = check("site: one\nentries: [{id: a, domain: simulator, config: {devices: 0}}]\n")
+    assert out.returncode == 1 and out.stderr.strip().endswith("1 problem in site.yaml"), out.stdout + out.stderr

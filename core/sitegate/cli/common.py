@@ -18,6 +18,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..loader import PluginSource
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``counted(1, "entry", "entries")`` is "1 entry", ``counted(2, "route")`` "2 routes": what
+    `sitegate check` and `sitegate run` print, read by people and quoted in the docs."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def add_plugin_source_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("plugin source (default: the signed registry)")
     group.add_argument("--dev-plugins", metavar="DIR", type=Path, action="append", default=[],

@@ -16,6 +16,7 @@ from pathlib import Path
 import attrs
 
 from ..errors import ConfigError, Issue, SitegateError
+from .common import counted
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _print_issues(issues: list[Issue], site: Path) -> None:
     for issue in issues:
         print(str(issue) if issue.file else f"{site}: {issue}")
-    print(f"{len(issues)} problem{'s' if len(issues) != 1 else ''} in {site}", file=sys.stderr)
+    print(f"{counted(len(issues), 'problem')} in {site}", file=sys.stderr)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -77,9 +78,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     site = loaded.site
     versions = ", ".join(f"{d} {i.manifest.version}" for d, i in sorted(loader.loaded.items())) or "none"
     disabled = sum(1 for e in site.entries if e.disabled)
-    print(f"OK {args.site}: site {site.site!r}, {len(site.entries)} entries"
-          f"{f' ({disabled} disabled)' if disabled else ''}, {len(site.routes)} routes; "
-          f"integrations: {versions}; {len(loaded.files)} files read")
+    print(f"OK {args.site}: site {site.site!r}, {counted(len(site.entries), 'entry', 'entries')}"
+          f"{f' ({disabled} disabled)' if disabled else ''}, {counted(len(site.routes), 'route')}; "
+          f"integrations: {versions}; {counted(len(loaded.files), 'file')} read")
     return 0
 
 
