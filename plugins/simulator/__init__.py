@@ -28,7 +28,7 @@ class SimulatorConfig:
     devices: int = 1                  # how many devices ("<entry>.dev<N>")
     interval: Duration = Duration(1.0)   # seconds between samples of each device
     points: list[Signal] = attrs.Factory(lambda: [Signal("temperature"), Signal("counter", shape="counter")])
-    seed: int = 0
+    seed: int = 0                     # with the device names, picks each device's phase, offset and noise
     fail_setup: bool = False          # for tests: setup raises "not ready"
     device_prefix: str = "dev"
     writable: bool = True             # accept `write` commands (the value then holds until the next sample)
@@ -71,7 +71,9 @@ async def setup_entry(entry) -> None:
 async def _produce(entry, cfg: SimulatorConfig, overrides: dict) -> None:
     devices = entry.data["devices"]
     names = [p.name for p in cfg.points]
-    fns = [evaluator(p, cfg.seed + i) for i, p in enumerate(cfg.points)]
+    # Each device its own phase, offset, noise and counter start (from its name): built once, so a
+    # tick costs what it did when every device shared one set.
+    fns = [(device, [evaluator(p, cfg.seed + i, device) for i, p in enumerate(cfg.points)]) for device in devices]
     interval = float(cfg.interval)
     next_tick = trio.current_time()
     while True:
@@ -79,10 +81,10 @@ async def _produce(entry, cfg: SimulatorConfig, overrides: dict) -> None:
         stamps = [now] * len(names)
         batches = []
         silenced = entry.data["silenced_until"]
-        for device in devices:
+        for device, device_fns in fns:
             if silenced and silenced.get(device, 0) > now:
                 continue
-            values = [f(now) for f in fns]
+            values = [f(now) for f in device_fns]
             if overrides:
                 for i, name in enumerate(names):
                     v = overrides.get((device, name))

@@ -34,15 +34,30 @@ class Signal:
     unit: str = ""
 
 
-def _noise(seed: int, t: float) -> float:
+def _stream(seed: int, device: str) -> int:
+    # The running CRC of "<seed>:" (or "<seed>:<device>:"): each reading then hashes only its time.
+    return zlib.crc32(f"{seed}:{device}:".encode() if device else f"{seed}:".encode())
+
+
+def _noise(start: int, t: float) -> float:
     # Hash-based noise: deterministic, no RNG state to carry between calls.
-    h = zlib.crc32(f"{seed}:{round(t, 3)}".encode())
+    h = zlib.crc32(f"{round(t, 3)}".encode(), start)
     return (h / 0xFFFFFFFF) * 2.0 - 1.0
 
 
-def evaluator(signal: Signal, seed: int) -> Callable[[float], float | int]:
+def evaluator(signal: Signal, seed: int, device: str = "") -> Callable[[float], float | int]:
+    """The point's value as a function of time.
+
+    With a `device` name, the device gets its own phase, an offset shifted by up to 10 % of the
+    amplitude, its own noise stream and its own counter start, all derived from (name, seed, device):
+    two devices of one entry differ, the same device is the same in every run. Without one, the
+    bare signal: offset exactly, counter from 0.
+    """
     a, o, p = signal.amplitude, signal.offset, signal.period or 1.0
-    phase = (zlib.crc32(f"{signal.name}:{seed}".encode()) % 1000) / 1000.0 * p
+    key = zlib.crc32(f"{signal.name}:{seed}:{device}".encode() if device else f"{signal.name}:{seed}".encode())
+    phase = (key % 1000) / 1000.0 * p
+    if device:
+        o += a * 0.1 * (((key >> 10) % 1001) / 500.0 - 1.0)
     if signal.shape == "sine":
         w = 2 * math.pi / p
         return lambda t: o + a * math.sin(w * (t + phase))
@@ -51,6 +66,8 @@ def evaluator(signal: Signal, seed: int) -> Callable[[float], float | int]:
     if signal.shape == "ramp":
         return lambda t: o + a * (((t + phase) % p) / p)
     if signal.shape == "noise":
-        return lambda t: o + a * _noise(seed, t)
+        start = _stream(seed, device)
+        return lambda t: o + a * _noise(start, t)
     rate, wrap = signal.rate, signal.wrap
-    return lambda t: int(t * rate) % wrap
+    first = (key >> 10) % wrap if device else 0
+    return lambda t: (int(t * rate) + first) % wrap

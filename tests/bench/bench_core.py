@@ -97,15 +97,16 @@ def bench_empty_pipeline(seconds: float = 4.0) -> dict:
     def baseline() -> float:
         # The adapter's own work with no core at all: evaluate the signals and build the
         # same batches, then drop them. The ratio is what the core's hand-over costs on top.
-        fns = [evaluator(Signal("temperature"), 0), evaluator(Signal("counter", shape="counter"), 1)]
         names = ["temperature", "counter"]
         devs = [f"simulator.dev{i}" for i in range(devices)]
+        fns = [(d, [evaluator(Signal("temperature"), 0, d), evaluator(Signal("counter", shape="counter"), 1, d)])
+               for d in devs]
         n = 0
         t_end = time.perf_counter() + seconds
         while time.perf_counter() < t_end:
             now = time.time()
             stamps = [now] * len(names)
-            batches = [Batch(d, names, [f(now) for f in fns], stamps, None, "simulator") for d in devs]
+            batches = [Batch(d, names, [f(now) for f in dfns], stamps, None, "simulator") for d, dfns in fns]
             n += sum(len(b) for b in batches)
         return n / seconds
 
