@@ -24,11 +24,26 @@ from sitegate.hookspecs import hookimpl
 from sitegate.structure import Duration
 
 @attrs.frozen
+class Channel:
+    name: str
+    scale: float = 1.0
+
+    def __attrs_post_init__(self):
+        if self.scale == 0:
+            raise ValueError("scale: expected a number other than 0")   # names its key, as plugins do
+
+
+@attrs.frozen
 class SensorConfig:
     config_version = 2
     port: int
     host: str = "localhost"
     interval: Duration = Duration(1)
+    channels: list[Channel] = attrs.field(factory=list)
+
+    def __attrs_post_init__(self):
+        if self.interval <= 0:
+            raise ValueError(f"interval: expected a positive duration, got {float(self.interval):g}")
 
 @hookimpl
 def config_schema():

@@ -22,6 +22,7 @@ from .schema import Site
 from .yamlfiles import Broken, LocDict, LocList, ReadContext, Where
 
 _INDEX_KEY = re.compile(r"\[(['\"])(.*?)\1\]")
+_LEADING_KEY = re.compile(r"([A-Za-z_][\w-]*): (?=\S)")
 
 
 class SourceMap:
@@ -45,8 +46,22 @@ class SourceMap:
         """`issue` with its file and line filled in from its path, unless it already names a file."""
         if issue.file:
             return issue
+        issue = self._at_named_key(issue)
         file, line = self.where(issue.path)
         return attrs.evolve(issue, file=file, line=line)
+
+
+    def _at_named_key(self, issue: Issue) -> Issue:
+        """A check that names its key first (an integration's ``ValueError("interval: expected a
+        positive duration")`` at ``entries[0].config``) reads as ``entries[0].config.interval:
+        expected ...``, placed at that key's line, when the key is written there."""
+        m = _LEADING_KEY.match(issue.message)
+        if not m or not issue.path:
+            return issue
+        path = f"{issue.path}.{m.group(1)}"
+        if _INDEX_KEY.sub(lambda k: "." + k.group(2), path).lstrip(".") not in self.places:
+            return issue
+        return attrs.evolve(issue, path=path, message=issue.message[m.end():])
 
 
 def _child(path: str, key: Any) -> str:
