@@ -21,7 +21,7 @@ from sitegate.structure import Duration
 from . import abi
 from .runtime import Budgets, ModuleFailure, Sandbox
 from .shadow import Shadow, ShadowParams
-from .sources import load_module
+from .sources import load_module, warn_unsigned
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,7 @@ class WasmProcessor:
         self.failures_by_reason: dict[str, int] = {}
         self.last_failure = ""
         self.shadow = Shadow(params, ctx, self) if params.shadow is not None else None
+        warn_unsigned(getattr(ctx, "route", "?"), loaded, self.shadow.loaded if self.shadow else None)
 
     # -- the hot path ----------------------------------------------------------------------
     def process(self, batch: Batch) -> Batch | None:

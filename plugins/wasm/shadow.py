@@ -93,6 +93,7 @@ class Shadow:
         self.active = active
         loaded = load_module(ctx, module=sp.module, version=sp.version, module_path=sp.module_path,
                              unsigned_dev=params.unsigned_dev, where="wasm.shadow")
+        self.loaded = loaded
         self.label = loaded.label
         config = params.config if sp.config is None else sp.config
         try:

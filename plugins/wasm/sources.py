@@ -22,6 +22,19 @@ class LoadedModule:
     label: str            # "acme/moving_average 1.0.0" or "UNSIGNED path/to/m.wat"
     version: str = ""
     signed: bool = True
+    path: str = ""        # the file of an unsigned module
+
+
+def warn_unsigned(route: str, active: LoadedModule, shadow: LoadedModule | None = None) -> None:
+    """One loud warning per step load, naming every unsigned module of the step: the active one and
+    its shadow candidate (often the same file at a desk) would otherwise say the same thing twice."""
+    parts = [f"module from {active.path}"] if not active.signed else []
+    if shadow is not None and not shadow.signed:
+        same = not active.signed and shadow.path == active.path
+        parts.append("shadow candidate from the same file" if same else f"shadow candidate from {shadow.path}")
+    if parts:
+        log.warning("!!! route %s runs an UNSIGNED WebAssembly %s (unsigned_dev: true) — "
+                    "development only, never in the field !!!", route, " and an UNSIGNED ".join(parts))
 
 
 def _host(ctx: Any) -> Any:
@@ -68,8 +81,6 @@ def load_module(ctx: Any, *, module: str | None, version: str | None, module_pat
             data = path.read_bytes()
         except OSError as exc:
             raise ValueError(f"{where}.module_path: cannot read {path} ({exc.strerror or exc})") from None
-        log.warning("!!! route %s runs an UNSIGNED WebAssembly module from %s (unsigned_dev: true) — "
-                    "development only, never in the field !!!", getattr(ctx, "route", "?"), path)
-        return LoadedModule(data, f"UNSIGNED {path.name}", "dev", signed=False)
+        return LoadedModule(data, f"UNSIGNED {path.name}", "dev", signed=False, path=str(path))   # warn_unsigned says so
     verified = module_store(ctx).fetch(module, str(version))
     return LoadedModule(verified.data, f"{verified.ref} {verified.version}", verified.version)
