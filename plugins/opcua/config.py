@@ -8,6 +8,7 @@ from sitegate.structure import Duration
 
 MODES = ("None", "Sign", "SignAndEncrypt")
 POLICIES = ("Basic256Sha256",)
+SESSION_TIMEOUT = 60.0                  # seconds; servers revise it into their own limits (asyncua's: 5 s to 10 min)
 
 
 def _one_of(choices):
@@ -71,6 +72,10 @@ class OpcuaConfig:
     timeout: Duration = Duration(4.0)
     liveness: Duration = Duration(5.0)  # how often the session and the subscription are checked
     reconnect_max: Duration = Duration(30.0)
+    # How long the server keeps our session (and its subscription) once we stop talking: a gateway
+    # that lost its link reconnects with a new session, and every old one holds one of the
+    # server's few session slots until it expires (asyncua asks for an hour by default).
+    session_timeout: Duration = Duration(SESSION_TIMEOUT)
 
     def __attrs_post_init__(self):
         if not self.endpoint.startswith("opc.tcp://"):
@@ -78,6 +83,9 @@ class OpcuaConfig:
         if self.security.mode != "None" and not (self.security.certificate and self.security.private_key):
             raise ValueError("security: mode Sign/SignAndEncrypt needs `certificate` and `private_key` "
                              "(make them with `sitegate opcua make-cert`)")
+        if float(self.session_timeout) < 3 * float(self.liveness):
+            raise ValueError(f"session_timeout: {float(self.session_timeout):g} s is shorter than 3 x liveness "
+                             f"({float(self.liveness):g} s): the server would close the session between checks")
         names = [p.name for p in self.points]
         dup = {n for n in names if names.count(n) > 1}
         if dup:

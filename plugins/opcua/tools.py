@@ -34,8 +34,12 @@ def make_certificate(stem: Path, app_uri: str, host: str = "127.0.0.1") -> tuple
 
 async def _browse(endpoint: str, node_id: str | None, depth: int, timeout: float) -> list[tuple[int, str, str, str]]:
     from asyncua import Client, ua
+
+    from .config import SESSION_TIMEOUT
     rows: list[tuple[int, str, str, str]] = []
-    async with Client(endpoint, timeout=timeout) as client:
+    client = Client(endpoint, timeout=timeout)
+    client.session_timeout = SESSION_TIMEOUT * 1000     # not asyncua's hour, should the browse be killed
+    async with client:
         start = client.get_node(node_id) if node_id else client.nodes.objects
 
         async def walk(node, level: int) -> None:

@@ -77,6 +77,30 @@ async def test_server_restart_resumes_data_and_marks_the_gap(tmp_path, opcua_ser
         assert host.entry("plc").state is EntryState.LOADED
 
 
+async def test_the_session_asks_for_a_timeout_the_server_grants(tmp_path, opcua_server, caplog):
+    # asyncua asks for an hour (an orphaned session after each link loss holds a server slot that long);
+    # ours is session_timeout, which the server grants as asked: no "got ...ms instead" warning.
+    server = opcua_server("--period", "0.05")
+    for extra, granted in (("", 60_000), ("session_timeout: 20s", 20_000)):
+        caplog.clear()
+        async with running_site(tmp_path, site(server.endpoint, extra=extra)) as host:
+            ctx = host.entry("plc")
+            await wait_for(lambda: ctx.state is EntryState.LOADED and "session" in ctx.data, timeout=20)
+            assert ctx.data["session"].client.session_timeout == granted
+        warnings = [r.getMessage() for r in caplog.records if r.name.startswith("asyncua") and r.levelname == "WARNING"]
+        assert not warnings, warnings
+
+
+def test_a_session_timeout_shorter_than_three_liveness_checks_is_refused():
+    from plugins.opcua.config import OpcuaConfig
+    from sitegate.errors import ConfigError
+    from sitegate.structure import structure
+    with pytest.raises(ConfigError) as err:
+        structure({"endpoint": "opc.tcp://plc:4840", "points": [], "liveness": "5s", "session_timeout": "10s"},
+                  OpcuaConfig)
+    assert "session_timeout: 10 s is shorter than 3 x liveness (5 s)" in str(err.value)
+
+
 async def test_subscription_that_stops_while_server_is_up_is_recreated(tmp_path, opcua_server):
     server = opcua_server("--period", "0.05")
     async with running_site(tmp_path, site(server.endpoint)) as host:
