@@ -117,7 +117,7 @@ class Anomaly:
         st[EVENT_AT] = t
         self.ctx.emit(Event(
             "anomaly", source=self.ctx.route, device=device, point=point, severity=Severity.WARNING,
-            message=f"{device}/{point} = {x} is {abs(z):.1f} standard deviations from its recent mean {mean:.4g}",
+            message=f"{device}/{point} = {x:.6g} is {abs(z):.1f} standard deviations from its recent mean {mean:.4g}",
             data={"value": x, "z": z if math.isfinite(z) else str(z), "mean": mean, "std": std}, ts=t))
 
 

@@ -22,6 +22,12 @@ def _positive(_, attribute, value):
         raise ValueError(f"{attribute.name}: expected a number > 0, got {value!r}")
 
 
+def _shown(v: Any) -> str:
+    """A count as a person reads it: integers whole, floats to 10 significant digits (the exact
+    value is in the event's data)."""
+    return f"{v:.10g}" if isinstance(v, float) else str(v)
+
+
 @attrs.frozen
 class CounterParams:
     modulus: float | None = attrs.field(default=None, validator=_positive)    # e.g. 65536 or 4294967296
@@ -85,13 +91,13 @@ class Counter:
                 else:
                     d = v
                     self.resets += 1
-                    self._tell("counter.reset", device, p, f"{device}/{p} went from {prev} to {v}: "
+                    self._tell("counter.reset", device, p, f"{device}/{p} went from {_shown(prev)} to {_shown(v)}: "
                                f"counted as a reset", prev, v, stamps[i])
             elif d > max_delta:
                 last[p] = v
                 self.implausible += 1
-                self._tell("counter.implausible", device, p, f"{device}/{p} jumped from {prev} to {v} "
-                           f"(more than max_delta {max_delta}): not counted, counting restarts from {v}",
+                self._tell("counter.implausible", device, p, f"{device}/{p} jumped from {_shown(prev)} to {_shown(v)} "
+                           f"(more than max_delta {_shown(max_delta)}): not counted, counting restarts from {_shown(v)}",
                            prev, v, stamps[i])
                 continue
             last[p] = v

@@ -152,9 +152,9 @@ class Threshold:
         direction = "above" if new > 0 else "below" if new < 0 else None
         limit = {2: self.ac, 1: self.aw, -1: self.bw, -2: self.bc}.get(new)
         if new:
-            message = f"{device}/{point} = {v} is {direction} {level} level {limit}"
+            message = f"{device}/{point} = {v:.6g} is {direction} {level} level {limit:g}"
         else:
-            message = f"{device}/{point} = {v} is back to normal (was {LEVEL_NAMES[old]})"
+            message = f"{device}/{point} = {v:.6g} is back to normal (was {LEVEL_NAMES[old]})"   # exact: data
         self.ctx.emit(Event(
             "alert", source=self.ctx.route, device=device, point=point, severity=_SEVERITY[abs(new)],
             message=message,

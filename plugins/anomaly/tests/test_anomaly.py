@@ -105,3 +105,10 @@ def test_loads_as_an_integration_and_creates_from_site_params():
     proc = ptype.create(params, ProcessorContext("s", "r", events.append, lambda: 0.0))
     qs = [proc.process(Batch("m", ["p"], [v], [t])).quality_at(0) for t, v in enumerate([10, 12, 11, 14])]
     assert qs == [0, 0, 0, UNC] and [e.kind for e in events] == ["anomaly"]
+
+
+def test_the_message_shows_a_readable_value_and_the_data_the_exact_one():
+    a, events = make(alpha=0.5, warmup=2, threshold=3, action="event")
+    qualities(a, [10, 12, 11, 14.000000000000002])
+    (event,) = events
+    assert event.message.startswith("m/p = 14 is ") and event.data["value"] == 14.000000000000002

@@ -134,3 +134,12 @@ def test_nan_is_not_a_count_and_keeps_the_baseline():
     nan = float("nan")
     c, _ = make()
     assert deltas(c, [nan, 10, nan, 15]) == [(3, 5)]
+
+
+def test_messages_show_readable_numbers_and_the_data_keeps_the_exact_ones():
+    c, events = make()
+    for t, v in enumerate([30100.100000000002, 50]):
+        c.process(Batch("meter", ["kwh"], [v], [float(t)]))
+    (e,) = events
+    assert e.message == "meter/kwh went from 30100.1 to 50: counted as a reset"
+    assert e.data == {"previous": 30100.100000000002, "value": 50}

@@ -124,3 +124,11 @@ def test_nan_does_not_clear_an_alarm():
     proc, events = make(above=Levels(critical=50))
     feed(proc, [(0, 60.0), (1, float("nan")), (2, 61.0)])
     assert levels(events) == [(0, "critical", 60.0)]
+
+
+def test_messages_show_readable_numbers_and_the_data_keeps_the_exact_ones():
+    proc, events = make(above=Levels(warning=45.0, critical=60.0))
+    feed(proc, [(0, 45.00000000001), (1, 12.300000000000001)])
+    assert [e.message for e in events] == ["m/temp = 45 is above warning level 45",
+                                           "m/temp = 12.3 is back to normal (was warning)"]
+    assert [e.data["value"] for e in events] == [45.00000000001, 12.300000000000001]
