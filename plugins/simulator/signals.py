@@ -48,16 +48,23 @@ def _noise(start: int, t: float) -> float:
 def evaluator(signal: Signal, seed: int, device: str = "") -> Callable[[float], float | int]:
     """The point's value as a function of time.
 
-    With a `device` name, the device gets its own phase, an offset shifted by up to 10 % of the
-    amplitude, its own noise stream and its own counter start, all derived from (name, seed, device):
-    two devices of one entry differ, the same device is the same in every run. Without one, the
-    bare signal: offset exactly, counter from 0.
+    With a `device` name, the device gets its own phase, its own band (up to 10 % narrower, inside
+    the configured one), its own noise stream and its own counter start, all derived from (name,
+    seed, device): two devices of one entry differ, the same device is the same in every run.
+    Without one, the bare signal: the whole band, counter from 0.
     """
     a, o, p = signal.amplitude, signal.offset, signal.period or 1.0
     key = zlib.crc32(f"{signal.name}:{seed}:{device}".encode() if device else f"{signal.name}:{seed}".encode())
     phase = (key % 1000) / 1000.0 * p
     if device:
-        o += a * 0.1 * (((key >> 10) % 1001) / 500.0 - 1.0)
+        # A band up to 10 % narrower, at one end of the configured one: values stay in it.
+        u = ((key >> 10) % 1001) / 500.0 - 1.0
+        spare = 0.1 * abs(u) * a
+        a -= spare
+        if u > 0:
+            o += spare
+        elif signal.shape in ("sine", "noise"):      # o ± a (step and ramp: o to o + a)
+            o -= spare
     if signal.shape == "sine":
         w = 2 * math.pi / p
         return lambda t: o + a * math.sin(w * (t + phase))

@@ -30,12 +30,19 @@ def test_two_devices_of_one_entry_differ_in_every_shape():
         assert len({tuple(v) for v in seqs.values()}) == 3, (shape, seqs)
 
 
-def test_a_device_stays_near_its_signal_and_the_seed_changes_it():
+def test_each_device_has_its_own_band_inside_the_configured_one():
+    for shape, low, high in (("sine", 3, 7), ("noise", 3, 7), ("step", 5, 7), ("ramp", 5, 7)):
+        s = Signal("s", shape=shape, amplitude=2, offset=5, period=10)
+        bands = set()
+        for d in range(20):
+            values = [evaluator(s, 0, f"sim.dev{d}")(t / 10) for t in range(2000)]
+            assert low - 1e-9 <= min(values) and max(values) <= high + 1e-9, (shape, d)
+            # At most 10 % narrower than the configured band.
+            assert max(values) - min(values) > 0.9 * (high - low) - 0.05, (shape, d)
+            bands.add((round(min(values), 2), round(max(values), 2)))
+        assert len(bands) > 10, (shape, bands)
     s = Signal("s", amplitude=2, offset=5, period=10)
-    values = [evaluator(s, 0, "sim.dev7")(t / 10) for t in range(1000)]
-    # Its own offset, at most 10 % of the amplitude from the configured one.
-    assert 3 - 0.2 - 1e-9 <= min(values) and max(values) <= 7 + 0.2 + 1e-9 and max(values) - min(values) > 3.9
-    assert values != [evaluator(s, 1, "sim.dev7")(t / 10) for t in range(1000)]
+    assert [evaluator(s, 0, "sim.dev7")(t) for t in range(10)] != [evaluator(s, 1, "sim.dev7")(t) for t in range(10)]
 
 
 SEQUENCE = """
