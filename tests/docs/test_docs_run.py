@@ -18,7 +18,11 @@ made as ``make registry`` makes it (so a reader's "from the repository folder" h
 its state (``examples/demo/.sitegate``) in the scratch folder, and the copy listens on free ports
 (tests run beside a demo on 8765): its WebSocket API URL is in ``SITEGATE_URL``, which a client
 in the docs reads, defaulting to the demo's ``ws://127.0.0.1:8765/api/websocket``. Site files written
-from titled blocks get free ports (``api``/``observability`` ``port: 0``) unless they set them.
+from titled blocks (sites and their layers) get free ports (``api``/``observability`` ``port: 0``),
+also where they set ports of their own, so tests run side by side; what hides is checked first: no
+two sites a doc runs at the same time (every ``run=background`` site runs to the end of the doc)
+may bind the same port as written (`port_clashes`), since a reader following the doc would get
+"port in use".
 """
 
 from __future__ import annotations
@@ -167,16 +171,105 @@ def demo_on_free_ports(site: Path) -> dict[str, str]:
     return {"SITEGATE_URL": f"ws://127.0.0.1:{port}/api/websocket"}
 
 
+_SERVICE_BLOCK = re.compile(r"^(?:api|observability):[^\n]*(?:\n[ \t]+[^\n]*)*", re.M)
+
+
 def write_titled(block: Block, folder: Path) -> None:
     dest = folder / block.options["title"]
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if block.lang == "yaml" and re.search(r"^site:", block.body, re.M):
-        write_site(dest.parent, block.body, name=dest.name, fast=False)
+    body = block.body
+    if block.lang == "yaml":   # the ports a doc gives its sites (checked by port_clashes) become free ones
+        body = _SERVICE_BLOCK.sub(lambda m: re.sub(r"\bport:[ \t]*\d+", "port: 0", m.group(0)), body)
+    if block.lang == "yaml" and re.search(r"^site:", body, re.M):
+        write_site(dest.parent, body, name=dest.name, fast=False)
     else:
-        dest.write_text(block.body)
+        dest.write_text(body)
+
+
+def _any_tag_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)   # !include, !secret: not ports
+    return Loader
+
+
+def ports_as_written(site: str, files: dict[str, str]) -> dict[str, int]:
+    """What `site` (a path in the doc's folder) binds as the reader wrote it: {"api": 8765, "metrics": 9108},
+    its layers (``extends``) and the schema's defaults included; `files` holds the titled blocks so far."""
+    import posixpath
+
+    import yaml
+
+    from sitegate.config.schema import ApiSettings, ObservabilitySettings
+
+    def settings(path: str, depth: int = 0) -> dict[str, dict]:
+        text = files.get(path)
+        if text is None and (REPO / path).is_file():
+            text = (REPO / path).read_text()    # e.g. examples/demo/site.yaml, as in the repository
+        data = yaml.load(text or "", Loader=_any_tag_loader()) if depth < 10 else None
+        data = data if isinstance(data, dict) else {}
+        out: dict[str, dict] = {"api": {}, "observability": {}}
+        bases = data.get("extends") or []
+        for base in [bases] if isinstance(bases, str) else bases:
+            for key, value in settings(posixpath.normpath(posixpath.join(posixpath.dirname(path), base)),
+                                       depth + 1).items():
+                out[key].update(value)
+        for key in out:
+            if isinstance(data.get(key), dict):
+                out[key].update(data[key])
+        return out
+
+    found = settings(posixpath.normpath(site))
+    api = {a.name: a.default for a in attrs.fields(ApiSettings)} | found["api"]
+    obs = {a.name: a.default for a in attrs.fields(ObservabilitySettings)} | found["observability"]
+    return {name: port for name, on, port in (("api", api["enabled"], api["port"]),
+                                               ("metrics", obs["metrics"], obs["port"]))
+            if on and isinstance(port, int) and port != 0}
+
+
+def port_clashes(doc: Path) -> list[str]:
+    """Sites of `doc` that run at the same time and bind the same port as written. Every
+    ``run=background`` block runs to the end of the doc; a site it runs (``sitegate run FILE``) is
+    checked against those started before it, with the titled files as they were written by then."""
+    files: dict[str, str] = {}
+    running: list[tuple[str, str, dict[str, int]]] = []    # (where, site, ports)
+    problems = []
+    for block in blocks(doc):
+        if "title" in block.options and "run" not in block.options:
+            files[os.path.normpath(block.options["title"])] = block.body
+            continue
+        if "run" not in block.options or block.lang != "sh":
+            continue
+        for m in re.finditer(r"\bsitegate\s+run\b([^\n#;&|]*)", block.body):
+            try:
+                words = shlex.split(m.group(1))
+            except ValueError:
+                continue
+            for site in (w for w in words if w.endswith((".yaml", ".yml"))):
+                ports = ports_as_written(site, files)
+                for where, other, taken in running:
+                    both = [f"{port} ({name} of {site}, {n} of {other})" for name, port in ports.items()
+                            for n, p in taken.items() if p == port]
+                    if both:
+                        problems.append(
+                            f"{doc.name}: {site} ({block.where}) runs while {other} ({where}) does, and as written "
+                            f"both bind port {' and '.join(both)}: a reader gets 'port in use'; give one its own "
+                            f"`api: {{port: ...}}` / `observability: {{port: ...}}` (0: any free port)")
+                if block.options["run"] == "background":
+                    running.append((block.where, site, ports))
+    return problems
+
+
+def test_no_two_sites_of_a_doc_bind_the_same_port_as_written():
+    problems = [p for doc in runnable_docs() for p in port_clashes(doc)]
+    assert not problems, "\n".join(problems)
 
 
 def run_doc(doc: Path, folder: Path) -> None:
+    clashes = port_clashes(doc)   # the free ports below would hide them
+    assert not clashes, "\n".join(clashes)
     folder, env = scratch(folder)
     background: list[Background] = []
     try:
@@ -268,6 +361,54 @@ def test_the_convention_catches_a_failing_block(tmp_path):
     doc.write_text("```sh run\nfalse\n```\n")
     with pytest.raises(AssertionError, match="broken.md:1: exit 1"):
         run_doc(doc, tmp_path / "scratch")
+
+
+TWO_SITES = """\
+```yaml title=one.yaml
+site: one
+entries: []
+```
+
+```sh run=background until="running"
+sitegate run one.yaml
+```
+
+```yaml title=two/base.yaml
+site: two
+entries: []
+```
+
+```yaml title=two/desk.yaml
+extends: [base.yaml]
+{ports}
+```
+
+```sh run=background until="running"
+sitegate run two/desk.yaml
+```
+"""
+
+
+def test_two_sites_of_a_doc_on_the_same_ports_as_written_are_caught_before_anything_runs(tmp_path):
+    doc = tmp_path / "clash.md"
+    doc.write_text(TWO_SITES.format(ports="api: {port: 8766}"))      # the metrics port is still 9108
+    with pytest.raises(AssertionError, match=re.escape(
+            "clash.md: two/desk.yaml (clash.md:20) runs while one.yaml (clash.md:6) does, and as written both "
+            "bind port 9108 (metrics of two/desk.yaml, metrics of one.yaml)")):
+        run_doc(doc, tmp_path / "scratch")
+    assert not (tmp_path / "scratch").exists()      # refused before anything ran
+    doc.write_text(TWO_SITES.format(ports="api: {port: 8766}\nobservability:\n  port: 0   # any free port"))
+    assert port_clashes(doc) == []
+    doc.write_text(TWO_SITES.format(ports="api: {enabled: false}\nobservability: {metrics: false}"))
+    assert port_clashes(doc) == []
+
+
+def test_ports_a_doc_sets_become_free_ones_where_the_test_runs_it(tmp_path):
+    for body in ("extends: [base.yaml]\napi: {port: 8766}\nobservability:\n  host: 127.0.0.1\n  port: 9109\n",
+                 "site: s\nentries: []\napi: {port: 8766, host: 127.0.0.1}\nobservability: {port: 9109}\n"):
+        write_titled(Block("d.md", 1, "yaml", {"title": "s.yaml"}, body), tmp_path)
+        written = (tmp_path / "s.yaml").read_text()
+        assert "8766" not in written and "9109" not in written and written.count("port: 0") == 2, written
 
 
 if __name__ == "__main__":   # python tests/docs/test_docs_run.py: what no test executes yet
