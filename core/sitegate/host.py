@@ -20,6 +20,7 @@ import trio
 from .config import LoadedSite
 from .config.changes import applied_state, plan_changes, state_dir_for
 from .config.validate import entry_references
+from .dataplane import start_dataplane
 from .entries import EntryContext, EntryRunner, EntryState
 from .errors import ConfigError, EntryError, MigrationError, PluginLoadError, SitegateError
 from .events import EventBus
@@ -71,7 +72,6 @@ class SiteHost:
                 self._nursery = nursery
                 # The data plane (WAL, routes, delivery) comes first: nothing may be published before
                 # the WAL has seeded the sequence numbers.
-                from .dataplane import start_dataplane
                 await start_dataplane(self, nursery)
                 await self.apply(self.loaded)
                 task_status.started(self)
@@ -103,9 +103,12 @@ class SiteHost:
             changes = plan_changes(self._applied, site)
             specs = {e.id: e for e in site.entries}
             wanted = {e.domain for e in site.entries if not e.disabled}
-            # Verifying and installing from the registry is file and hash work: off the event loop.
+            # Verifying and installing from the registry is file and hash work, and importing an
+            # integration (and what it imports: pymodbus, asyncua, ...) takes up to a second of
+            # CPU: both off the event loop, which keeps serving the API and running entries.
+            # Applies are serialised (the lock above), so the loader is only used from one thread.
             await trio.to_thread.run_sync(self.source.available)
-            integrations = self._load_integrations(wanted)
+            integrations = await trio.to_thread.run_sync(self._load_integrations, wanted)
             # Stop what goes away or changes first, so a reloaded entry never runs twice.
             for entry_id in list(changes.removed) + list(changes.reloaded):
                 await self._stop_entry(entry_id)

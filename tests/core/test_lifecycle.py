@@ -225,3 +225,23 @@ def test_writes_are_checked_against_the_points_declaration_before_any_adapter_se
     assert write_refusal(s, "on") is None and write_refusal(s, 5) == "takes a str; got 5 (int)"
     assert write_refusal(PointInfo("p", datatype="float"), 1.0) == "is not writable"
     assert write_refusal(PointInfo("p", datatype="bytes", writable=True), b"\x00") is None   # unknown type: the adapter's call
+
+
+async def test_integrations_are_imported_off_the_event_loop(tmp_path):
+    # Importing a plugin (and pymodbus, asyncua, ... with it) is up to a second of CPU: the site's
+    # event loop (API, running entries) must not wait for it, at start or on a live edit.
+    import threading
+
+    site = """
+site: t
+entries:
+  - {id: probe, domain: importedwhere}
+routes:
+  - {from: ["probe/*"], through: [{importedwhere_proc: {}}], to: []}
+"""
+    loop_thread = threading.current_thread().name
+    async with running_site(tmp_path, site, plugin_dirs=[FIXTURES]) as host:
+        await wait_for(lambda: host.entry("probe").state.label == "loaded", 5, what="probe loaded")
+        entry_import = host.entry("probe").data["imported_on"]
+        proc_import = host.loader.loaded["importedwhere_proc"].module.IMPORTED_ON
+    assert entry_import != loop_thread and proc_import != loop_thread, (entry_import, proc_import, loop_thread)

@@ -118,6 +118,7 @@ class DataPlane:
         self.host.pipeline.seed_sequences(self.wal.next_seq)
         self.wal.on_commit.append(self._committed)
         await self.wal.call(self._check_outside_writes)
+        await trio.to_thread.run_sync(self._load_route_processors)
         self.rebuild_routes()
         self.host.on_apply.append(self._on_apply)
         self.host.events.add_callback(self._on_event)
@@ -159,7 +160,8 @@ class DataPlane:
             await self.wal.aclose()
 
     # --- routes ----------------------------------------------------------------------
-    def _on_apply(self, host: "SiteHost") -> None:
+    async def _on_apply(self, host: "SiteHost") -> None:
+        await trio.to_thread.run_sync(self._load_route_processors)
         self._applied = True
         self._configure(host.loaded.site)
         self.rebuild_routes()
@@ -202,6 +204,19 @@ class DataPlane:
                              file=str(self.host.loaded.path))
         ctx = ProcessorContext(site=self.host.name, route=route_name, emit=self.emit, clock=self.host.clock)
         return ptype.create(args, ctx)
+
+    def _load_route_processors(self) -> None:
+        """Install, verify and import the integrations of the processors the routes name (worker
+        thread: a plugin's import is CPU work the event loop must not wait for; applies are
+        serialised, so the loader is used from one thread at a time). What cannot be loaded is
+        left for rebuild_routes to report with the route."""
+        for route in self.host.loaded.site.routes:
+            for step in route.through:
+                if isinstance(step, dict) and len(step) == 1:
+                    try:
+                        self._processor_type(str(next(iter(step))))
+                    except (ConfigError, PluginLoadError, ValueError, TypeError):
+                        pass
 
     def _processor_type(self, name: str):
         loader = self.host.loader
