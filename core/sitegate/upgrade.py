@@ -58,7 +58,7 @@ async def _swap(host: "SiteHost", domain: str, entry_ids: list[str]) -> None:
         await host._stop_entry(e)
     host.loader.unload_one(domain)
     try:
-        integration: Any = host.loader.load_one(domain)
+        integration: Any = await trio.to_thread.run_sync(host.loader.load_one, domain)   # imports: off the loop
     except PluginLoadError as exc:
         integration = exc
     specs = {s.id: s for s in host.loaded.site.entries}
