@@ -289,6 +289,7 @@ def test_check_counts_in_english_one_entry_one_route_one_file(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.startswith("OK site.yaml: site 'one', 2 entries, 1 route; integrations: "), out.stdout
     assert out.stdout.rstrip().endswith("; 1 file read"), out.stdout
+    assert sitegate("config", "site.yaml", cwd=tmp_path).stdout.startswith("# site.yaml, composed from 1 file; ")
     out = check("site: one\nentries:\n  - {id: sim, domain: simulator, config: {devices: 1}}\n")
     assert out.stdout.startswith("OK site.yaml: site 'one', 1 entry, 0 routes; "), out.stdout + out.stderr
     out = check("site: one\nentries: [{id: a, domain: simulator, config: {devices: 0}}]\n")

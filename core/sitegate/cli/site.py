@@ -95,7 +95,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         _print_issues(exc.issues, args.site)
         return 1
     data = converter.unstructure(loaded.site) if args.with_defaults else loaded.raw
-    sys.stdout.write(f"# {args.site}, composed from {len(loaded.files)} files; secrets masked\n")
+    sys.stdout.write(f"# {args.site}, composed from {counted(len(loaded.files), 'file')}; secrets masked\n")
     sys.stdout.write(render_yaml(mask_secrets(data, loaded.secrets)))
     return 0
 
