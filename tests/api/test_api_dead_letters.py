@@ -17,11 +17,7 @@ from tests.dataplane.dp_helpers import FIXTURES, poison_site, sink_lines
 
 
 async def ask(c, command: str, **fields) -> dict:
-    # ApiClient.call's first parameter is named `kind`, as is a field of these commands.
-    mid = c.next_id
-    c.next_id += 1
-    await c.send({"id": mid, "type": command, **fields})
-    return await c.reply(mid)
+    return await c.call(command, **fields)      # `kind` is a field of these commands
 
 
 async def _dead_letters(host) -> None:

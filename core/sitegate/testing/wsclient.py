@@ -29,11 +29,13 @@ class ApiClient:
     async def send(self, msg: dict) -> None:
         await self.ws.send_message(json.dumps(msg))
 
-    async def call(self, kind: str, timeout: float = 10.0, **fields: Any) -> dict:
+    async def call(self, kind: str, /, *, reply_within: float = 10.0, **fields: Any) -> dict:
+        """Send command `kind` with `fields` (any names: `kind`, `timeout` and `type` are fields of
+        some commands) and return its reply, waiting at most `reply_within` seconds."""
         mid = self.next_id
         self.next_id += 1
         await self.send({"id": mid, "type": kind, **fields})
-        return await self.reply(mid, timeout)
+        return await self.reply(mid, reply_within)
 
     async def reply(self, mid: int, timeout: float = 10.0) -> dict:
         """The result message for command `mid`; events and other messages arriving first are kept."""
