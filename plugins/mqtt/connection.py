@@ -359,6 +359,9 @@ class Connection:
                     await delivery.event.wait()
             except NotConnected:
                 pass
+        # Stopping: paho's thread may run its loop once more after the socket closed and log
+        # "Client is not connected" at ERROR; nothing it says now is news.
+        self._paho_log.setLevel(logging.CRITICAL)
         client.disconnect()
         await trio.to_thread.run_sync(client.loop_stop, abandon_on_cancel=True)
         self._paho_log.removeHandler(self._last_error)

@@ -318,3 +318,22 @@ def test_queued_packets_are_joined_in_order_except_those_paho_acts_on_after_writ
     out.popleft()
     _coalesce(out)            # a plain packet before a DISCONNECT stays as it is
     assert [bytes(p["packet"]) for p in out] == [b"pub3", b"bye"]
+
+
+async def test_stopping_a_connection_logs_no_error(mosquitto, caplog):
+    # paho's thread may run its loop once more after the socket closed and log "Client is not
+    # connected" at ERROR: an integrator reading the log of a clean shutdown would look for a fault.
+    import logging
+
+    from plugins.mqtt.config import MqttConfig
+    from plugins.mqtt.connection import Connection
+
+    broker = mosquitto()
+    caplog.set_level(logging.DEBUG)
+    for i in range(20):
+        conn = Connection(MqttConfig(host=broker.host, port=broker.port, status=None), client_id=f"stop-{i}")
+        await conn.start()
+        assert await conn.wait_online(10), conn.reason
+        await conn.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
