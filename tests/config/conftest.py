@@ -40,6 +40,7 @@ class SensorConfig:
     host: str = "localhost"
     interval: Duration = Duration(1)
     channels: list[Channel] = attrs.field(factory=list)
+    labels: dict[str, int] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self):
         if self.interval <= 0:

@@ -22,6 +22,7 @@ from .schema import Site
 from .yamlfiles import Broken, LocDict, LocList, ReadContext, Where
 
 _INDEX_KEY = re.compile(r"\[(['\"])(.*?)\1\]")
+_NAME_KEY = re.compile(r"\[(['\"])([A-Za-z_][\w-]*)\1\]")    # ['temp'], not ['press.dev0'] or ['a b']
 _LEADING_KEY = re.compile(r"([A-Za-z_][\w-]*): (?=\S)")
 
 
@@ -47,6 +48,8 @@ class SourceMap:
         if issue.file:
             return issue
         issue = self._at_named_key(issue)
+        if "[" in issue.path:     # cattrs writes a mapping's key as ['key']: dotted like the rest
+            issue = attrs.evolve(issue, path=_NAME_KEY.sub(lambda m: "." + m.group(2), issue.path))
         file, line = self.where(issue.path)
         return attrs.evolve(issue, file=file, line=line)
 
