@@ -106,7 +106,7 @@ async def upgrade_plugin(host: "SiteHost", domain: str, spec: str = "", *, healt
         healthy, why = await _health(host, affected, health_deadline)
         if healthy:
             await trio.to_thread.run_sync(source.commit, domain)
-            detail = f"{len(affected)} entries healthy after {time.monotonic() - t0:.1f} s"
+            detail = f"{len(affected)} {'entry' if len(affected) == 1 else 'entries'} healthy after {time.monotonic() - t0:.1f} s"
             emit(Event("plugin.upgrade", "core", message=f"{domain} upgraded {old_version} -> {new_version}",
                        data={"domain": domain, "phase": "committed", "from": old_version, "to": new_version}))
             _audit(host, "upgrade", domain, "ok", version=new_version, previous=old_version, by=actor, detail=detail)

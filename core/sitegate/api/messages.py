@@ -259,7 +259,7 @@ class ListPlugins:
 
 @command("upgrade_plugin", role="admin", example={"domain": "simulator", "spec": ">=1.1"},
          result={"domain": "simulator", "result": "upgraded", "old_version": "1.0.0", "new_version": "1.1.0",
-                 "detail": "1 entries healthy after 0.4 s", "entries": ["sim"]})
+                 "detail": "1 entry healthy after 0.4 s", "entries": ["sim"]})
 @attrs.frozen
 class UpgradePlugin:
     """Upgrade an integration live from the signed registry: its entries are reloaded on the new
