@@ -75,7 +75,15 @@ class OpcuaConfig:
     # How long the server keeps our session (and its subscription) once we stop talking: a gateway
     # that lost its link reconnects with a new session, and every old one holds one of the
     # server's few session slots until it expires (asyncua asks for an hour by default).
-    session_timeout: Duration = Duration(SESSION_TIMEOUT)
+    # Unset: 60 s, or 3 x liveness when that is longer (see session_seconds).
+    session_timeout: Duration | None = None
+
+    @property
+    def session_seconds(self) -> float:
+        """The session timeout asked of the server: `session_timeout`, else 60 s or 3 x liveness."""
+        if self.session_timeout is not None:
+            return float(self.session_timeout)
+        return max(float(SESSION_TIMEOUT), 3 * float(self.liveness))
 
     def __attrs_post_init__(self):
         if not self.endpoint.startswith("opc.tcp://"):
@@ -83,7 +91,7 @@ class OpcuaConfig:
         if self.security.mode != "None" and not (self.security.certificate and self.security.private_key):
             raise ValueError("security: mode Sign/SignAndEncrypt needs `certificate` and `private_key` "
                              "(make them with `sitegate opcua make-cert`)")
-        if float(self.session_timeout) < 3 * float(self.liveness):
+        if self.session_timeout is not None and float(self.session_timeout) < 3 * float(self.liveness):
             raise ValueError(f"session_timeout: {float(self.session_timeout):g} s is shorter than 3 x liveness "
                              f"({float(self.liveness):g} s): the server would close the session between checks")
         names = [p.name for p in self.points]

@@ -133,7 +133,7 @@ class Session:
         cfg = self.cfg
         der = await self._check_server_certificate()
         client = Client(cfg.endpoint, timeout=float(cfg.timeout), watchdog_intervall=float(cfg.liveness))
-        client.session_timeout = float(cfg.session_timeout) * 1000
+        client.session_timeout = cfg.session_seconds * 1000
         if cfg.username:
             client.set_user(cfg.username)
             client.set_password(cfg.password)

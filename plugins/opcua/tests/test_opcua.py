@@ -99,6 +99,10 @@ def test_a_session_timeout_shorter_than_three_liveness_checks_is_refused():
         structure({"endpoint": "opc.tcp://plc:4840", "points": [], "liveness": "5s", "session_timeout": "10s"},
                   OpcuaConfig)
     assert "session_timeout: 10 s is shorter than 3 x liveness (5 s)" in str(err.value)
+    # Unset, it follows a long liveness instead of refusing a site file that never named it.
+    slow = structure({"endpoint": "opc.tcp://plc:4840", "points": [], "liveness": "30s"}, OpcuaConfig)
+    assert slow.session_seconds == 90.0
+    assert structure({"endpoint": "opc.tcp://plc:4840", "points": []}, OpcuaConfig).session_seconds == 60.0
 
 
 async def test_subscription_that_stops_while_server_is_up_is_recreated(tmp_path, opcua_server):
