@@ -205,9 +205,18 @@ class Twins:
                                     data={"device": twin.id, **changed, "drift": drift}))
 
     def set_desired(self, device: str, config_version: str) -> Twin:
+        """The config version the device should run (an admin, or a config rollout's step); a
+        change raises `device.desired`, with the drift it leaves until the device reports it."""
         twin = self._twin(device)
-        twin.desired_config = config_version
-        self._dirty = True
+        if twin.desired_config != config_version:
+            twin.desired_config = config_version
+            self._dirty = True
+            drift = twin.reported_config != config_version
+            self.host.events.emit(Event("device.desired", twin.entry or "core", twin.id,
+                                        message=f"desired config {config_version}" + (
+                                            f" (reports {twin.reported_config})" if drift else ""),
+                                        data={"device": twin.id, "desired_config": config_version,
+                                              "reported_config": twin.reported_config, "drift": drift}))
         return twin
 
     # --- liveness --------------------------------------------------------------------------------

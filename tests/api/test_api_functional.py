@@ -141,8 +141,12 @@ async def test_plugin_upgrades_are_for_admins_and_need_the_signed_registry(tmp_p
             assert res["error"]["code"] == "not_allowed" and "signed registry" in res["error"]["message"]
             res = await c.call("rollback_plugin", domain="nope")
             assert res["error"]["code"] == "not_found"
+            sub = await c.call("subscribe_events", kinds=["device.desired"])
             res = await c.call("set_desired_config", device_id="sim.dev0", version="7")
             assert res["result"] == {"desired_config": "7", "reported_config": None, "drift": True}
+            ev = await c.event(sub["id"])
+            assert (ev["kind"], ev["device"], ev["data"]["desired_config"], ev["data"]["drift"]) == \
+                ("device.desired", "sim.dev0", "7", True)
             host.services["twins"].report("sim.dev0", config_version="7")
             dev = (await c.call("get_device", device_id="sim.dev0"))["result"]
             assert (dev["reported_config"], dev["drift"]) == ("7", False)
