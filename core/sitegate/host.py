@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import attrs
 import trio
 
 from .config import LoadedSite
-from .config.changes import applied_state, plan_changes, state_dir_for
-from .config.validate import entry_references
+from .config.changes import Changes, applied_state, plan_changes, state_dir_for
+from .config.validate import entry_references, named_entries
 from .dataplane import start_dataplane
 from .entries import EntryContext, EntryRunner, EntryState
 from .errors import ConfigError, EntryError, MigrationError, PluginLoadError, SitegateError
@@ -100,7 +101,7 @@ class SiteHost:
         """Make the running site match `loaded`: add, remove and reload only what changed."""
         async with self._apply_lock:
             site = loaded.site
-            changes = plan_changes(self._applied, site)
+            changes = self._with_dependents(plan_changes(self._applied, site), site)
             specs = {e.id: e for e in site.entries}
             wanted = {e.domain for e in site.entries if not e.disabled}
             # Verifying and installing from the registry is file and hash work, and importing an
@@ -130,6 +131,30 @@ class SiteHost:
             self.events.emit(Event("site.applied", "core", message=json.dumps(summary), data=summary))
             log.info("site %s applied: %s", site.site, ", ".join(f"{k} {len(v)}" for k, v in summary.items()))
             return summary
+
+    def _with_dependents(self, changes: Changes, site: Any) -> Changes:
+        """Also reload an unchanged entry whose config names another entry (names_entry) when that
+        reference now fails (the named entry went away or changed domain: it must stop in
+        setup_error, saying so), or when it is in setup_error and a named entry was just added or
+        reloaded (it may be set up now). A healthy dependent is left running."""
+        touched = set(changes.added) | set(changes.removed) | set(changes.reloaded)
+        if not touched:
+            return changes
+        again = []
+        for entry_id in changes.unchanged:
+            runner = self.runners.get(entry_id)
+            config = runner.ctx.config if runner is not None else None
+            if config is None or not touched & named_entries(config):
+                continue
+            broken = bool(entry_references(site, config, ""))
+            waiting = runner.ctx.state is EntryState.SETUP_ERROR and bool(
+                named_entries(config) & (set(changes.added) | set(changes.reloaded)))
+            if broken or waiting:
+                again.append(entry_id)
+        if not again:
+            return changes
+        return attrs.evolve(changes, reloaded=changes.reloaded + tuple(again),
+                            unchanged=tuple(e for e in changes.unchanged if e not in again))
 
     def claim_state(self) -> None:
         """Hold the state folder for this process (an exclusive lock on `site.lock`, released when the

@@ -245,3 +245,34 @@ routes:
         entry_import = host.entry("probe").data["imported_on"]
         proc_import = host.loader.loaded["importedwhere_proc"].module.IMPORTED_ON
     assert entry_import != loop_thread and proc_import != loop_thread, (entry_import, proc_import, loop_thread)
+
+
+async def test_an_entry_naming_another_follows_that_entry_through_live_edits(tmp_path):
+    # Removing the entry it names stops it in setup_error with the place; adding it back sets it
+    # up again; an edit of the named entry that keeps the reference valid leaves it running.
+    from sitegate.config import load_site
+    site = """
+site: t
+entries:
+  - {id: line, domain: simulator, config: {interval: 0.05}}
+  - {id: fol, domain: follower, config: {leader: line}}
+"""
+    async def apply(text: str) -> dict:
+        (tmp_path / "site.yaml").write_text(text)
+        return await host.apply(load_site(tmp_path / "site.yaml"))
+
+    async with running_site(tmp_path, site, plugin_dirs=[FIXTURES]) as host:
+        await wait_for(lambda: host.entry("fol").state.label == "loaded", 5, what="fol loaded")
+        healthy = host.runners["fol"]
+        summary = await apply(site.replace("interval: 0.05", "interval: 0.1"))
+        assert summary["reloaded"] == ["line"] and host.runners["fol"] is healthy
+        summary = await apply(site.replace("  - {id: line, domain: simulator, config: {interval: 0.05}}\n", ""))
+        assert summary["removed"] == ["line"] and summary["reloaded"] == ["fol"]
+        fol = host.entry("fol")
+        assert fol.state.label == "setup_error"
+        assert fol.reason.endswith("entries[0].config.leader: no entry 'line' in the site; simulator entries: none"), \
+            fol.reason
+        assert "site.yaml:4" in fol.reason
+        summary = await apply(site)
+        assert summary["added"] == ["line"] and summary["reloaded"] == ["fol"]
+        await wait_for(lambda: host.entry("fol").state.label == "loaded", 5, what="fol loaded again")

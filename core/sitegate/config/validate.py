@@ -243,6 +243,14 @@ class _Check:
                 self.add_placed(issue, f"{path}.{name}")
 
 
+def named_entries(config: Any) -> set[str]:
+    """The ids of other entries an entry's structured `config` names (fields with names_entry)."""
+    if not attrs.has(type(config)):
+        return set()
+    return {str(v) for f in attrs.fields(type(config))
+            if "names_entry" in f.metadata and (v := getattr(config, f.name)) is not None}
+
+
 def entry_references(site: Site, config: Any, path: str, *, unreadable: frozenset[str] = frozenset()) \
         -> list[tuple[str, str]]:
     """Problems with the fields of an entry's structured `config` that name another entry of `site`.
