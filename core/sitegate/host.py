@@ -137,18 +137,18 @@ class SiteHost:
         reference now fails (the named entry went away or changed domain: it must stop in
         setup_error, saying so), or when it is in setup_error and a named entry was just added or
         reloaded (it may be set up now). A healthy dependent is left running."""
-        touched = set(changes.added) | set(changes.removed) | set(changes.reloaded)
+        started = set(changes.added) | set(changes.reloaded)
+        touched = started | set(changes.removed)
         if not touched:
             return changes
         again = []
         for entry_id in changes.unchanged:
             runner = self.runners.get(entry_id)
-            config = runner.ctx.config if runner is not None else None
-            if config is None or not touched & named_entries(config):
+            names = named_entries(runner.ctx.config) if runner is not None else set()
+            if not names & touched:
                 continue
-            broken = bool(entry_references(site, config, ""))
-            waiting = runner.ctx.state is EntryState.SETUP_ERROR and bool(
-                named_entries(config) & (set(changes.added) | set(changes.reloaded)))
+            broken = bool(entry_references(site, runner.ctx.config, ""))
+            waiting = runner.ctx.state is EntryState.SETUP_ERROR and bool(names & started)
             if broken or waiting:
                 again.append(entry_id)
         if not again:

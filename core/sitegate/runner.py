@@ -44,16 +44,15 @@ async def start_route_check(host: SiteHost, nursery: trio.Nursery) -> None:
     """`sitegate check` refuses a route to no sink entry (a typo in `to:`) or through an unknown step, but a
     running site applies the rest of the file anyway: say so in the log, at start and after every apply."""
     def warn(host: SiteHost) -> None:
-        from .config.validate import validate_site
+        from .config.validate import validate_routes
         try:
-            issues = validate_site(host.loaded, host.loader)     # integrations are loaded: no import here
+            issues = validate_routes(host.loaded, host.loader)   # integrations are loaded: no import here
         except Exception:  # noqa: BLE001 - a check that fails must not stop a running site
             log.debug("route check skipped", exc_info=True)
             return
         for issue in issues:
-            if issue.path.startswith("routes"):
-                log.warning("%s; this route delivers nothing until it is fixed (`sitegate check` lists every "
-                            "problem)", issue)
+            log.warning("%s; this route delivers nothing until it is fixed (`sitegate check` lists every "
+                        "problem)", issue)
     warn(host)
     host.on_apply.append(warn)
 

@@ -299,6 +299,15 @@ def validate_site(loaded: LoadedSite, loader: Loader, *, entry_index: list[int] 
     return [mask_issue(i, loaded.secrets) for i in check.issues]
 
 
+def validate_routes(loaded: LoadedSite, loader: Loader) -> list[Issue]:
+    """The problems of `loaded`'s routes only (targets that are no sink entry, unknown steps or
+    parameters), each placed: what a running site warns of after each apply, without structuring
+    every entry's config again as `validate_site` does."""
+    check = _Check(loaded, loader, ignore=lambda path: not path.startswith("routes"))
+    check.routes(check.integrations())
+    return [mask_issue(i, loaded.secrets) for i in check.issues]
+
+
 def mask_issue(issue: Issue, secrets: frozenset[str]) -> Issue:
     """`issue` with secret values hidden: a message quoting a bad value must not print a password."""
     message = mask_secrets(issue.message, secrets)
